@@ -1,0 +1,9 @@
+//! `myraft-node`: one server of a MyRaft cluster.
+//!
+//! Data flows through a node in this order: socket → decode → [`raft`] core (pure) →
+//! storage (fsync) → send → apply to the state machine → reply.
+//!
+//! - [`raft`]: the consensus core. No I/O: messages, ticks and proposals in; messages to
+//!   send, state to persist and entries to apply out.
+
+pub mod raft;
