@@ -125,6 +125,9 @@ pub struct AppendEntriesResponse {
     pub success: bool,
     /// On success, the last index known to match the leader's log.
     pub match_index: Index,
+    /// The `prev_log_index` of the message answered, so the leader can tell a stale answer
+    /// (reordered or duplicated) from a fresh one.
+    pub prev_log_index: Index,
     /// On failure, where the leader should retry from (fast backtracking, §5.3).
     pub conflict_index: Index,
     /// On failure, the term of the follower's entry at `conflict_index`, if it had one.

@@ -1,0 +1,108 @@
+//! The leader's view of one peer's replication (raft-rs `Progress`, simplified).
+
+use myraft_wire::raft::Index;
+use std::collections::VecDeque;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressState {
+    /// We do not know where the peer's log matches ours: one AppendEntries at a time.
+    Probe,
+    /// The peer follows us: stream AppendEntries back to back, up to the in-flight cap.
+    Replicate,
+    /// The peer needs a snapshot; we sent one and wait for its answer.
+    Snapshot,
+}
+
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub match_index: Index,
+    pub next_index: Index,
+    pub state: ProgressState,
+    /// Last index of each AppendEntries in flight, oldest first.
+    pub inflight: VecDeque<Index>,
+    /// In Probe: a message is out and we wait for its answer or the next heartbeat.
+    pub probe_sent: bool,
+    /// Heard from this peer since the last CheckQuorum round (dissertation §6.2).
+    pub recent_active: bool,
+    /// Whether the match index moved since the previous heartbeat: a streaming peer whose
+    /// match stands still with entries in flight has lost some and falls back to probing.
+    pub acked_since_heartbeat: bool,
+    /// The highest ReadIndex heartbeat round this peer answered (§6.4).
+    pub read_round: u64,
+    /// Ticks since a snapshot was sent, to resend one that was lost.
+    pub snapshot_elapsed: u32,
+}
+
+impl Progress {
+    pub fn new(next_index: Index) -> Self {
+        Progress {
+            match_index: 0,
+            next_index,
+            state: ProgressState::Probe,
+            inflight: VecDeque::new(),
+            probe_sent: false,
+            recent_active: false,
+            acked_since_heartbeat: false,
+            read_round: 0,
+            snapshot_elapsed: 0,
+        }
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next_index = self.match_index + 1;
+        self.inflight.clear();
+        self.probe_sent = false;
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next_index = self.match_index + 1;
+        self.inflight.clear();
+        self.probe_sent = false;
+    }
+
+    pub fn become_snapshot(&mut self) {
+        self.state = ProgressState::Snapshot;
+        self.inflight.clear();
+        self.snapshot_elapsed = 0;
+    }
+
+    /// Records a successful answer; returns whether the match index moved.
+    pub fn on_success(&mut self, match_index: Index) -> bool {
+        let moved = match_index > self.match_index;
+        if moved {
+            self.match_index = match_index;
+            // Only progress counts: heartbeat answers keep coming when entries are lost.
+            self.acked_since_heartbeat = true;
+        }
+        if self.next_index <= match_index {
+            self.next_index = match_index + 1;
+        }
+        while self.inflight.front().is_some_and(|&i| i <= match_index) {
+            self.inflight.pop_front();
+        }
+        moved
+    }
+
+    pub fn can_send(&self, max_inflight: usize) -> bool {
+        match self.state {
+            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Replicate => self.inflight.len() < max_inflight,
+            ProgressState::Snapshot => false,
+        }
+    }
+
+    pub fn on_sent(&mut self, last_index: Index) {
+        match self.state {
+            ProgressState::Probe => self.probe_sent = true,
+            ProgressState::Replicate => {
+                if last_index >= self.next_index {
+                    self.next_index = last_index + 1;
+                    self.inflight.push_back(last_index);
+                }
+            }
+            ProgressState::Snapshot => {}
+        }
+    }
+}
