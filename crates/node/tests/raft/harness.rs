@@ -159,7 +159,8 @@ pub struct Sim {
     next_tick: u64,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
-    pub raft_config: fn(NodeId) -> Config,
+    /// Every server's tuning; `id` is filled in per server.
+    pub raft_config: Config,
 
     leaders: BTreeMap<Term, NodeId>,
     /// Every entry known committed by any server, with the time it was first known.
@@ -176,17 +177,13 @@ pub struct Sim {
     trace: VecDeque<String>,
 }
 
-pub fn default_config(id: NodeId) -> Config {
-    Config::new(id)
-}
-
 impl Sim {
     /// A cluster of `voters` servers (ids 1..=voters) founded together.
     pub fn new(seed: u64, voters: u64) -> Sim {
-        Sim::with_config(seed, voters, default_config)
+        Sim::with_config(seed, voters, Config::new(0))
     }
 
-    pub fn with_config(seed: u64, voters: u64, raft_config: fn(NodeId) -> Config) -> Sim {
+    pub fn with_config(seed: u64, voters: u64, raft_config: Config) -> Sim {
         let mut sim = Sim {
             seed,
             rng: StdRng::seed_from_u64(seed),
@@ -250,7 +247,10 @@ impl Sim {
 
     fn boot(&mut self, id: NodeId) {
         let rng = StdRng::seed_from_u64(self.rng.random());
-        let cfg = (self.raft_config)(id);
+        let cfg = Config {
+            id,
+            ..self.raft_config.clone()
+        };
         let Some(n) = self.nodes.get_mut(&id) else {
             return;
         };
@@ -732,6 +732,11 @@ impl Sim {
         if is_leader {
             n.was_leader_in = Some(term);
         }
+        if is_leader {
+            if let Some(e) = newly.last() {
+                self.check_commit_durable(id, e);
+            }
+        }
         for e in newly {
             match self.committed.get(&e.index) {
                 Some(c) if *c != e => {
@@ -768,6 +773,78 @@ impl Sim {
                     );
                     self.fail(&msg);
                 }
+            }
+        }
+    }
+
+    /// What a server's log looks like to a voter: (last index, last term), and the term at
+    /// `index` (or `None` if it does not hold that index; compacted counts as held).
+    fn log_view(&self, id: NodeId, index: Index) -> Option<(Index, Term, Option<Term>)> {
+        let n = self.nodes.get(&id)?;
+        if let Some(r) = &n.raft {
+            let l = r.log();
+            let at = if index <= l.snapshot_index() {
+                Some(0)
+            } else {
+                l.term(index)
+            };
+            return Some((l.last_index(), l.last_term(), at));
+        }
+        let (si, st) = n
+            .disk
+            .snapshot
+            .as_ref()
+            .map_or((0, 0), |s| (s.meta.last_index, s.meta.last_term));
+        let (li, lt) = n
+            .disk
+            .entries
+            .last()
+            .map_or((si, st), |e| (e.index, e.term));
+        let at = if index <= si {
+            Some(0)
+        } else {
+            n.disk
+                .entries
+                .iter()
+                .find(|e| e.index == index)
+                .map(|e| e.term)
+        };
+        Some((li, lt, at))
+    }
+
+    /// Commitment is forever (§5.4): once `leader` counts `e` committed, no voter lacking it
+    /// may be able to collect a majority of votes (§5.4.1's up-to-date rule) — running or
+    /// crashed, whatever happens next. This sees an unsafe commit the moment it is made,
+    /// without waiting for a schedule that overwrites it.
+    fn check_commit_durable(&self, leader: NodeId, e: &Entry) {
+        let Some(l) = self.nodes.get(&leader).and_then(|n| n.raft.as_ref()) else {
+            return;
+        };
+        let voters: Vec<NodeId> = l.membership().voters().collect();
+        let quorum = voters.len() / 2 + 1;
+        for &c in &voters {
+            let Some((c_last, c_term, c_at)) = self.log_view(c, e.index) else {
+                continue;
+            };
+            if c_at == Some(0) || c_at == Some(e.term) {
+                continue;
+            }
+            let votes = voters
+                .iter()
+                .filter(|&&v| {
+                    self.log_view(v, e.index)
+                        .is_some_and(|(v_last, v_term, _)| {
+                            c_term > v_term || (c_term == v_term && c_last >= v_last)
+                        })
+                })
+                .count();
+            if votes >= quorum {
+                self.fail(&format!(
+                    "n{leader} counts index {} (term {}) committed, but n{c}, which lacks it,                      can still win {votes} of {} votes",
+                    e.index,
+                    e.term,
+                    voters.len()
+                ));
             }
         }
     }

@@ -3,7 +3,7 @@
 //! after every event; these tests add liveness and the rule-specific expectations.
 
 use crate::harness::{membership, NetConfig, Sim};
-use myraft_node::raft::{RaftError, Role};
+use myraft_node::raft::{Config, RaftError, Role};
 
 /// Raft §5.2: a fresh cluster elects exactly one leader, and everyone agrees on its term.
 #[test]
@@ -554,4 +554,74 @@ fn duplicates_and_reordering_lose_nothing() {
             assert_eq!(s.applied(id), reference.as_slice(), "seed {seed}");
         }
     }
+}
+
+/// Raft §5.4.2, Figure 8, scripted: a leader that has replicated an entry of an earlier
+/// term to a majority must not count it committed, because a server holding a later-term
+/// entry at that index can still win an election and overwrite it. With the rule broken,
+/// the harness sees a committed entry overwritten (state machine safety) or a leader
+/// without it (leader completeness).
+#[test]
+fn figure8_previous_term_entry_is_not_committed_by_counting() {
+    for seed in 0..20 {
+        figure8_script(seed);
+    }
+}
+
+fn figure8_script(seed: u64) {
+    let mut cfg = Config::new(0);
+    // One entry per message, so followers can hold the old entry without the new noop.
+    cfg.max_msg_bytes = 1;
+    let mut s = Sim::with_config(seed, 5, cfg);
+    let leader_in = |s: &Sim, group: &[u64]| s.leaders().into_iter().find(|l| group.contains(l));
+    s.wait_leader(2_000);
+    s.commit_everywhere(1, 2_000);
+    let a = s.leader().expect("leader");
+    let b = (1..=5).find(|&x| x != a).expect("b");
+    let rest: Vec<u64> = (1..=5).filter(|&x| x != a && x != b).collect();
+    // (a) A leads and replicates entry `old` to B only.
+    s.partition(&[vec![a, b], rest.clone()]);
+    let old = s.propose(a, 2).expect("A leads");
+    assert!(s.run_until(500, |s| s.raft(b).last_index() >= old.index));
+    // (b) X wins a later term among the rest, takes an entry at the same index, and is cut
+    // off before anyone else gets it.
+    s.crash(a);
+    assert!(
+        s.run_until(3_000, |s| leader_in(s, &rest).is_some()),
+        "seed {seed}: (b)"
+    );
+    let x = leader_in(&s, &rest).expect("X");
+    s.isolate(x);
+    let _ = s.propose(x, 3);
+    let x_term = s.raft(x).term();
+    assert_eq!(s.raft(x).log().term(old.index), Some(x_term), "seed {seed}");
+    let yz: Vec<u64> = rest.iter().copied().filter(|&id| id != x).collect();
+    // (c) A returns; A or B wins a later term and replicates the old entry to Y and Z, so a
+    // majority (A, B, Y, Z) holds it.
+    s.restart(a);
+    s.partition(&[vec![a, b, yz[0], yz[1]], vec![x]]);
+    assert!(
+        s.run_until(3_000, |s| leader_in(s, &[a, b]).is_some()),
+        "seed {seed}: (c)"
+    );
+    let l = leader_in(&s, &[a, b]).expect("A or B");
+    // Stop the moment L counts the old entry committed, or once Y and Z also hold L's own
+    // entry (then X can no longer win and the scenario is moot).
+    let decided = |s: &Sim| {
+        s.raft(l).commit_index() >= old.index
+            || yz.iter().all(|&id| s.raft(id).last_index() > old.index)
+    };
+    assert!(
+        s.run_until(1_000, decided),
+        "seed {seed}: old entry did not spread"
+    );
+    // (d) That leader fails before its own-term entry spreads; X comes back and can win.
+    s.isolate(l);
+    s.crash(l);
+    let others: Vec<u64> = (1..=5).filter(|&id| id != l).collect();
+    s.partition(&[others.clone(), vec![l]]);
+    s.run_until(5_000, |s| leader_in(s, &others).is_some());
+    s.restart(l);
+    s.heal();
+    s.commit_everywhere(4, 5_000);
 }

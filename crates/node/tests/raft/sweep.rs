@@ -3,15 +3,19 @@
 //! writes), each followed by a healed network in which the cluster must make progress
 //! again. The harness checks safety after every event.
 //!
-//! `MYRAFT_SEEDS=N` sweeps N seeds (default 2000); `MYRAFT_SEED=N` replays one schedule.
+//! `MYRAFT_SEEDS=N` sweeps N seeds (default 5000); `MYRAFT_SEED=N` replays one schedule.
 
 use crate::harness::{membership, NetConfig, Sim};
+use myraft_node::raft::Config;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-const CHAOS_MS: u64 = 3_000;
+const CHAOS_MS: u64 = 30_000;
+fn chaos_ms() -> u64 {
+    env_u64("MYRAFT_CHAOS_MS").unwrap_or(CHAOS_MS)
+}
 
 pub struct Outcome {
     pub committed: u64,
@@ -21,27 +25,39 @@ pub struct Outcome {
 pub fn run_schedule(seed: u64) -> Outcome {
     let mut rng = StdRng::seed_from_u64(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let voters: u64 = if rng.random_bool(0.5) { 3 } else { 5 };
-    let mut s = Sim::new(seed, voters);
+    // Small messages and windows reach the corners of pipelining and of Figure 8, where a
+    // follower holds an old-term entry without the new leader's first entry.
+    let mut cfg = Config::new(0);
+    cfg.max_msg_bytes = [1, 256, 32 * 1024][rng.random_range(0..3)];
+    cfg.max_inflight = [1, 4, 64][rng.random_range(0..3)];
+    let mut s = Sim::with_config(seed, voters, cfg);
     let mut all: Vec<u64> = (1..=voters).collect();
     let mut next_cmd = 1u64;
     s.net = random_net(&mut rng);
-    s.note(format!("{voters} voters, net {:?}", s.net));
-    while s.now < CHAOS_MS {
+    s.note(format!(
+        "{voters} voters, max_msg_bytes {}, max_inflight {}, net {:?}",
+        s.raft_config.max_msg_bytes, s.raft_config.max_inflight, s.net
+    ));
+    let chaos = chaos_ms();
+    let kill_new_leaders = [0.0, 0.3, 0.7][rng.random_range(0..3)];
+    let mut last_term = None;
+    let mut revive: Vec<(u64, u64)> = Vec::new();
+    while s.now < chaos {
         let roll = rng.random_range(0..100u32);
         let pick = all[rng.random_range(0..all.len())];
         match roll {
-            0..=44 => {
+            0..=39 => {
                 if let Some(l) = s.leader() {
                     let _ = s.propose(l, next_cmd);
                     next_cmd += 1;
                 }
             }
-            45..=59 => {
+            40..=51 => {
                 if let Some(l) = s.leader() {
                     let _ = s.read(l);
                 }
             }
-            60..=65 => {
+            52..=56 => {
                 let mut a = Vec::new();
                 let mut b = Vec::new();
                 for &id in &all {
@@ -53,24 +69,75 @@ pub fn run_schedule(seed: u64) -> Outcome {
                 }
                 s.partition(&[a, b]);
             }
-            66..=71 => s.heal(),
-            72..=76 => s.crash(pick),
-            77..=83 => s.restart(pick),
-            84..=86 => {
+            57..=62 => s.heal(),
+            63..=66 => s.crash(pick),
+            // Leaders failing mid-replication are where Figure 8 lives: write, let part of
+            // it spread, then take the leader away.
+            67..=71 => {
+                if let Some(l) = s.leader() {
+                    let _ = s.propose(l, next_cmd);
+                    next_cmd += 1;
+                    let spread = rng.random_range(0..15);
+                    s.run_for(spread);
+                    if rng.random_bool(0.5) {
+                        s.crash(l);
+                    } else {
+                        s.isolate(l);
+                    }
+                }
+            }
+            72..=79 => s.restart(pick),
+            80..=82 => {
                 if let Some(l) = s.leader() {
                     let _ = s.with_raft(l, |r| r.transfer_leader(pick));
                     s.note(format!("transfer n{l} → n{pick}"));
                 }
             }
-            87..=90 => s.compact(pick),
-            91..=93 => {
+            83..=84 => {
+                s.with_raft(pick, |r| r.campaign());
+                s.note(format!("n{pick} campaigns"));
+            }
+            85..=88 => s.compact(pick),
+            89..=91 => {
                 s.net = random_net(&mut rng);
                 s.note(format!("net {:?}", s.net));
             }
             _ => change_membership(&mut s, &mut rng, &mut all),
         }
         let wait = rng.random_range(1..60);
-        s.run_for(wait);
+        let end = s.now + wait;
+        while s.now < end {
+            // New leaders that fail soon after their election leave their first entry on
+            // a minority: the raw material of Figure 8.
+            revive.retain(|&(at, id)| {
+                if at <= s.now {
+                    s.restart(id);
+                }
+                at > s.now
+            });
+            let seen = last_term;
+            let until = revive
+                .iter()
+                .map(|r| r.0)
+                .min()
+                .unwrap_or(end)
+                .clamp(s.now + 1, end);
+            s.run_until(until - s.now, |s| {
+                s.leader().map(|l| s.raft(l).term()) > seen
+            });
+            let Some(l) = s.leader() else { continue };
+            let term = s.raft(l).term();
+            if Some(term) > last_term {
+                last_term = Some(term);
+                if rng.random_bool(kill_new_leaders) {
+                    let after = rng.random_range(0..20);
+                    s.run_for(after);
+                    s.crash(l);
+                    // It comes back soon, still holding the entries only it has.
+                    revive.push((s.now + rng.random_range(20..300), l));
+                }
+            }
+        }
     }
     // Recovery: everyone back, network healed and reliable. The cluster must serve again.
     for &id in &all {
@@ -183,7 +250,7 @@ fn seed_sweep() {
         );
         return;
     }
-    let seeds = env_u64("MYRAFT_SEEDS").unwrap_or(2_000);
+    let seeds = env_u64("MYRAFT_SEEDS").unwrap_or(5_000);
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .min(8);
@@ -228,11 +295,4 @@ fn seed_sweep() {
         failed.is_empty(),
         "failing seeds {failed:?}; replay one with MYRAFT_SEED=<seed>"
     );
-}
-
-#[test]
-#[ignore]
-fn debug_seed() {
-    let seed = env_u64("MYRAFT_SEED").unwrap_or(0);
-    let _ = std::panic::catch_unwind(|| run_schedule(seed));
 }
