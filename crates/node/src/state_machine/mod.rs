@@ -16,6 +16,9 @@ mod command;
 mod mvcc;
 mod session;
 
+#[cfg(test)]
+mod tests;
+
 pub use command::{
     ApplyError, ApplyResult, ClientCommand, Command, DecodeError, LogCommand, Reply,
 };
