@@ -1,0 +1,274 @@
+//! The replicated state: a versioned key/value map plus client sessions.
+//!
+//! Committed entries are applied here in log order and nothing else changes it, so every
+//! replica that applies the same entries holds the same state, down to the bytes of its
+//! snapshot. For that the state machine reads no clock and no randomness: time comes from the
+//! leader's stamp in each entry, and every map is a `BTreeMap`.
+//!
+//! - `command`: what a log entry carries ([`LogCommand`]) and what applying it answers.
+//! - `session`: exactly-once client sessions (Raft dissertation §6.3).
+//! - `mvcc`: the multi-version map ([`Mvcc`]), after etcd's MVCC store.
+//!
+//! Snapshots hold the map, the sessions and the clock; the cluster membership travels in
+//! `myraft_wire::raft::SnapshotMeta` beside them.
+
+mod command;
+mod mvcc;
+mod session;
+
+#[cfg(test)]
+mod tests;
+
+pub use command::{
+    ApplyError, ApplyResult, ClientCommand, Command, DecodeError, LogCommand, Reply,
+};
+pub use mvcc::{DeleteOutcome, History, KeyValue, KeyVersion, KvError, Mvcc, MvccStats};
+
+use serde::{Deserialize, Serialize};
+use session::{SessionCheck, Sessions};
+
+/// How long a client session survives without requests unless configured otherwise.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+
+/// Version of the snapshot encoding; bumped whenever its layout changes.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Must be the same on every node: replicas that expire sessions at different times
+    /// diverge. A snapshot carries the value it was taken with, and restoring adopts it.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Sizes for node detail output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub applied_index: u64,
+    pub revision: u64,
+    pub compacted_before: u64,
+    /// Keys whose latest version is a value.
+    pub live_keys: usize,
+    /// Keys with any retained version, tombstones included.
+    pub tracked_keys: usize,
+    /// Retained versions over all keys, tombstones included.
+    pub versions: usize,
+    pub sessions: usize,
+}
+
+/// A snapshot that cannot be restored. The node should keep its current state and fetch the
+/// snapshot again.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("snapshot is damaged or not a state machine snapshot: {0}")]
+    Decode(#[from] rmp_serde::decode::Error),
+    #[error(
+        "snapshot format {found} is not supported by this build, which reads format \
+         {SNAPSHOT_FORMAT}; run the same MyRaft version on every node"
+    )]
+    UnsupportedFormat { found: u32 },
+    #[error("snapshot has {extra} bytes after its end; it is damaged")]
+    TrailingBytes { extra: u64 },
+    #[error("snapshot decodes but is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMachine {
+    applied_index: u64,
+    /// The latest entry time seen. A new leader's clock may lag the old one's; time must not
+    /// run backwards here, or a session could expire and then seem alive again.
+    clock_ms: u64,
+    session_timeout_ms: u64,
+    kv: Mvcc,
+    sessions: Sessions,
+}
+
+impl Default for StateMachine {
+    fn default() -> Self {
+        Self::new(Config::default())
+    }
+}
+
+impl StateMachine {
+    pub fn new(config: Config) -> Self {
+        Self {
+            applied_index: 0,
+            clock_ms: 0,
+            session_timeout_ms: config.session_timeout_ms,
+            kv: Mvcc::new(),
+            sessions: Sessions::default(),
+        }
+    }
+
+    /// Applies the client command committed at log `index`, stamped by the leader with
+    /// `entry_time_ms`. A retry of the client's last request gets the reply it got the first
+    /// time without being applied again (dissertation §6.3).
+    pub fn apply(&mut self, index: u64, entry_time_ms: u64, req: &ClientCommand) -> ApplyResult {
+        self.advance(index)?;
+        self.clock_ms = self.clock_ms.max(entry_time_ms);
+        self.sessions.expire(self.clock_ms, self.session_timeout_ms);
+        match self.sessions.check(req.client_id, req.seq) {
+            SessionCheck::Duplicate(reply) => {
+                let reply = reply.clone();
+                self.sessions.touch(req.client_id, self.clock_ms);
+                reply
+            }
+            SessionCheck::Stale { last_seq } => Err(ApplyError::StaleSequence {
+                client_id: req.client_id,
+                seq: req.seq,
+                last_seq,
+            }),
+            SessionCheck::Expired => Err(ApplyError::SessionExpired {
+                client_id: req.client_id,
+            }),
+            SessionCheck::Apply => {
+                let reply = self.execute(&req.cmd);
+                self.sessions
+                    .record(req.client_id, req.seq, self.clock_ms, reply.clone());
+                reply
+            }
+        }
+    }
+
+    /// Applies the payload of an `EntryPayload::Command` entry: a [`LogCommand`] encoded with
+    /// [`LogCommand::encode`]. Undecodable bytes still consume the index.
+    pub fn apply_entry(&mut self, index: u64, payload: &[u8]) -> ApplyResult {
+        match LogCommand::decode(payload) {
+            Ok(c) => self.apply(index, c.entry_time_ms, &c.req),
+            Err(e) => {
+                self.advance(index)?;
+                Err(ApplyError::BadEntry {
+                    index,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Records an entry with nothing for the state machine (a Raft no-op or a configuration
+    /// change) as applied, so that the applied index, and a snapshot's, stays exact.
+    pub fn skip(&mut self, index: u64) -> Result<(), ApplyError> {
+        self.advance(index)
+    }
+
+    fn advance(&mut self, index: u64) -> Result<(), ApplyError> {
+        if index <= self.applied_index {
+            return Err(ApplyError::AlreadyApplied {
+                index,
+                applied_index: self.applied_index,
+            });
+        }
+        self.applied_index = index;
+        Ok(())
+    }
+
+    fn execute(&mut self, cmd: &Command) -> ApplyResult {
+        Ok(match cmd {
+            Command::Put { key, value } => Reply::Put {
+                revision: self.kv.put(key, value.clone()),
+            },
+            Command::Delete { key } => {
+                let DeleteOutcome { revision, deleted } = self.kv.delete(key);
+                Reply::Delete { revision, deleted }
+            }
+            Command::Compact { revision } => {
+                self.kv.compact(*revision)?;
+                Reply::Compact {
+                    compacted_before: self.kv.compacted_before(),
+                }
+            }
+            Command::Noop => Reply::Noop {
+                revision: self.kv.revision(),
+            },
+        })
+    }
+
+    /// Reads `key` as of `at_revision`, or the latest revision if `None`.
+    pub fn get(&self, key: &[u8], at_revision: Option<u64>) -> Result<Option<KeyValue>, KvError> {
+        self.kv.get(key, at_revision)
+    }
+
+    /// The retained versions of `key`, oldest first.
+    pub fn history(&self, key: &[u8]) -> History {
+        self.kv.history(key)
+    }
+
+    pub fn kv(&self) -> &Mvcc {
+        &self.kv
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.kv.revision()
+    }
+
+    pub fn compacted_before(&self) -> u64 {
+        self.kv.compacted_before()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let kv = self.kv.stats();
+        Stats {
+            applied_index: self.applied_index,
+            revision: kv.revision,
+            compacted_before: kv.compacted_before,
+            live_keys: kv.live_keys,
+            tracked_keys: kv.tracked_keys,
+            versions: kv.versions,
+            sessions: self.sessions.len(),
+        }
+    }
+
+    /// The whole state as MessagePack. Replicas that applied the same entries produce the
+    /// same bytes.
+    pub fn snapshot(&self) -> Vec<u8> {
+        // Into a Vec, rmp-serde fails only on I/O errors of the writer, which a Vec has none of.
+        rmp_serde::to_vec(&(SNAPSHOT_FORMAT, self))
+            .expect("encoding the state machine into memory cannot fail")
+    }
+
+    /// Rebuilds a state machine from [`StateMachine::snapshot`] bytes. Bytes that do not
+    /// decode, or decode to a state no sequence of commands could produce, are refused.
+    pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
+        let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+        let (format, mut sm): (u32, StateMachine) = match Deserialize::deserialize(&mut de) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // A newer layout would fail to decode; say that rather than "damaged".
+                return Err(
+                    match rmp_serde::from_slice::<(u32, serde::de::IgnoredAny)>(bytes) {
+                        Ok((found, _)) if found != SNAPSHOT_FORMAT => {
+                            SnapshotError::UnsupportedFormat { found }
+                        }
+                        _ => SnapshotError::Decode(e),
+                    },
+                );
+            }
+        };
+        if format != SNAPSHOT_FORMAT {
+            return Err(SnapshotError::UnsupportedFormat { found: format });
+        }
+        let extra = (bytes.len() as u64).saturating_sub(de.position());
+        if extra > 0 {
+            return Err(SnapshotError::TrailingBytes { extra });
+        }
+        sm.kv
+            .validate_and_count()
+            .map_err(SnapshotError::Inconsistent)?;
+        sm.sessions
+            .validate_and_index(sm.clock_ms)
+            .map_err(SnapshotError::Inconsistent)?;
+        Ok(sm)
+    }
+}
