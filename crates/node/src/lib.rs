@@ -5,5 +5,8 @@
 //!
 //! - [`raft`]: the consensus core. No I/O: messages, ticks and proposals in; messages to
 //!   send, state to persist and entries to apply out.
+//! - [`storage`]: the durable log, hard state and snapshot (a checksummed, segmented
+//!   write-ahead log on disk), synced before anything is promised; and the data-dir lock.
 
 pub mod raft;
+pub mod storage;
