@@ -32,6 +32,19 @@ fn snapshot_at(index: Index, term: Term) -> Snapshot {
     }
 }
 
+/// A temporary directory, in memory where the system has one: these tests simulate their
+/// crashes themselves, so a real fsync (milliseconds on a busy disk, hundreds of them per
+/// test) would only make them slow.
+fn tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().unwrap()
+}
+
 fn open(dir: &Path) -> (DiskStorage, RecoveryReport) {
     DiskStorage::open(dir, DiskOptions::default()).unwrap()
 }
@@ -185,7 +198,7 @@ fn storage_mem_follows_the_log_rules() {
 
 #[test]
 fn storage_disk_follows_the_log_rules_and_keeps_them_across_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (mut s, report) = open(dir.path());
     assert_eq!(report.truncated_bytes, 0);
     check_log_rules(&mut s);
@@ -226,7 +239,7 @@ fn state(s: &impl Storage) -> State {
 /// a prefix of the batch), and the log keeps working afterwards.
 #[test]
 fn storage_crash_cut_at_every_byte_of_the_tail_recovers_a_synced_prefix() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (mut s, _) = open(dir.path());
     s.append(&entries(1, 30, 1)).unwrap();
     s.sync().unwrap();
@@ -258,7 +271,7 @@ fn storage_crash_cut_at_every_byte_of_the_tail_recovers_a_synced_prefix() {
     drop(s);
 
     let end = steps.last().unwrap().0;
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = tempdir();
     for cut in tail_start..=end {
         let copy = scratch.path().join(format!("cut-{cut}"));
         copy_dir(dir.path(), &copy);
@@ -333,10 +346,10 @@ fn twenty_records(dir: &Path) -> (PathBuf, Vec<(u64, u64)>) {
 #[test]
 fn storage_bit_flip_in_the_last_record_is_cut_off() {
     let mut rng = Rng(seed("storage_bit_flip_in_the_last_record_is_cut_off"));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (seg, records) = twenty_records(dir.path());
     let (offset, len) = *records.last().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = tempdir();
     for round in 0..40 {
         let copy = scratch.path().join(format!("flip-{round}"));
         copy_dir(dir.path(), &copy);
@@ -360,9 +373,9 @@ fn storage_bit_flip_in_a_middle_record_is_an_error_naming_file_and_offset() {
     let mut rng = Rng(seed(
         "storage_bit_flip_in_a_middle_record_is_an_error_naming_file_and_offset",
     ));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (seg, records) = twenty_records(dir.path());
-    let scratch = tempfile::tempdir().unwrap();
+    let scratch = tempdir();
     for round in 0..40 {
         let copy = scratch.path().join(format!("flip-{round}"));
         copy_dir(dir.path(), &copy);
@@ -399,7 +412,7 @@ fn storage_bit_flip_in_a_middle_record_is_an_error_naming_file_and_offset() {
 
 #[test]
 fn storage_damage_in_an_earlier_segment_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (mut s, _) = open_small(dir.path(), 300);
     for i in 1..=40 {
         s.append(&[entry(i, 1)]).unwrap();
@@ -422,7 +435,7 @@ fn storage_damage_in_an_earlier_segment_is_an_error() {
 
 #[test]
 fn storage_missing_segment_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (mut s, _) = open_small(dir.path(), 300);
     s.append(&entries(1, 60, 1)).unwrap();
     for i in 60..=80 {
@@ -448,7 +461,7 @@ fn storage_missing_segment_is_an_error() {
 
 #[test]
 fn storage_segments_roll_over_and_replay_in_order() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (mut s, _) = open_small(dir.path(), 512);
     for i in 1..=100 {
         s.append(&[entry(i, 1 + i / 40)]).unwrap();
@@ -492,7 +505,7 @@ fn storage_segments_roll_over_and_replay_in_order() {
 
 #[test]
 fn storage_snapshot_and_compaction_free_segments_and_survive_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (mut s, _) = open_small(dir.path(), 400);
     for i in 1..=100 {
         s.append(&[entry(i, 2)]).unwrap();
@@ -534,9 +547,41 @@ fn storage_snapshot_and_compaction_free_segments_and_survive_restart() {
     assert_eq!(s.term(110), Some(3));
 }
 
+/// After compaction deletes old segments, the oldest one left may record an overwrite that
+/// reaches below its own start; replay must still rebuild the log.
+#[test]
+fn storage_replay_after_segment_deletion_handles_overwrites_reaching_below_it() {
+    let dir = tempdir();
+    let (mut s, _) = open_small(dir.path(), 300);
+    for i in 1..=30 {
+        s.append(&[entry(i, 1)]).unwrap();
+    }
+    s.sync().unwrap();
+    // A new leader overwrites 20.. while the active segment began after entry 20.
+    s.append(&entries(20, 23, 2)).unwrap();
+    s.truncate_suffix(22).unwrap();
+    for i in 22..=40 {
+        s.append(&[entry(i, 2)]).unwrap();
+    }
+    s.sync().unwrap();
+    s.save_snapshot(&snapshot_at(36, 2)).unwrap();
+    s.compact_prefix(36).unwrap();
+    let left = s.segment_paths();
+    assert!(
+        !left[0].ends_with("00000000000000000001.seg"),
+        "old segments should be gone: {left:?}"
+    );
+    let before = (state(&s), s.term(36));
+    drop(s);
+    let (s, report) = open_small(dir.path(), 300);
+    assert_eq!(report.truncated_bytes, 0);
+    assert_eq!((state(&s), s.term(36)), before);
+    assert_eq!(all_entries(&s), entries(37, 41, 2));
+}
+
 #[test]
 fn storage_snapshot_from_a_leader_replaces_a_disagreeing_log_even_after_a_crash() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (mut s, _) = open(dir.path());
     s.append(&entries(1, 10, 1)).unwrap();
     s.sync().unwrap();
@@ -560,7 +605,7 @@ fn storage_snapshot_from_a_leader_replaces_a_disagreeing_log_even_after_a_crash(
 
 #[test]
 fn storage_failed_write_leaves_no_half_record() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let (mut s, _) = open(dir.path());
     s.append(&entries(1, 5, 1)).unwrap();
     s.sync().unwrap();
@@ -593,7 +638,7 @@ fn storage_failed_write_leaves_no_half_record() {
 
 #[test]
 fn storage_unusable_dir_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let file = dir.path().join("not-a-dir");
     fs::write(&file, b"x").unwrap();
     let err = DiskStorage::open(&file, DiskOptions::default()).unwrap_err();
@@ -606,7 +651,7 @@ fn storage_unusable_dir_is_a_clear_error() {
 
 #[test]
 fn storage_data_dir_lock_is_exclusive() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let lock = DataDirLock::acquire(dir.path()).unwrap();
     let err = DataDirLock::acquire(dir.path()).unwrap_err();
     let msg = err.to_string();
@@ -710,7 +755,7 @@ mod model {
     const SEGMENT: u64 = 300;
 
     fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempdir();
         let (mut s, _) = open_small(dir.path(), SEGMENT);
         let mut m = Model {
             base: (0, 0),
