@@ -840,31 +840,37 @@ mod model {
         Ok(())
     }
 
-    fn config() -> Config {
-        let mut config = Config {
-            cases: 256,
-            ..Config::default()
-        };
-        if let Some(seed) = std::env::var("MYRAFT_SEED")
+    fn config() -> (Config, u64) {
+        // A fresh seed each run unless one is given, always printed: proptest's own
+        // failure files would not replay a seed-driven run on another machine.
+        let seed = std::env::var("MYRAFT_SEED")
             .ok()
             .and_then(|s| s.parse().ok())
-        {
-            config.rng_seed = RngSeed::Fixed(seed);
-        }
-        config
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        let config = Config {
+            cases: 256,
+            rng_seed: RngSeed::Fixed(seed),
+            failure_persistence: None,
+            ..Config::default()
+        };
+        (config, seed)
     }
 
     #[test]
     fn storage_disk_matches_a_vec_model_through_restarts_and_crashes() {
-        let config = config();
+        let (config, seed) = config();
         eprintln!(
-            "model test: {} cases, seed {:?} (MYRAFT_SEED=<u64> to fix it)",
-            config.cases, config.rng_seed
+            "model test: {} cases, MYRAFT_SEED={seed} to replay",
+            config.cases
         );
         let mut runner = proptest::test_runner::TestRunner::new(config);
-        let result = runner.run(&proptest::collection::vec(op(), 1..60), run);
+        let result = runner.run(&proptest::collection::vec(op(), 1..80), run);
         if let Err(e) = result {
-            panic!("{e}");
+            panic!("{e} (MYRAFT_SEED={seed} replays this run)");
         }
     }
 }
