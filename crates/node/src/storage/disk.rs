@@ -1,0 +1,836 @@
+//! [`DiskStorage`]: a segmented write-ahead log and a snapshot file.
+//!
+//! # Layout
+//!
+//! ```text
+//! DIR/wal/00000000000000000001.seg   segments, numbered from 1 without gaps, oldest first;
+//! DIR/wal/00000000000000000002.seg   only the last one is written to
+//! DIR/snapshot                       the latest snapshot, replaced atomically
+//! ```
+//!
+//! A segment is a sequence of frames `[len u32 LE][crc32 u32 LE][MessagePack record]` (see
+//! `record.rs`). Its first record is a checkpoint (base, last index and term, hard state as
+//! they stood when the segment was opened); then come entry, truncate-suffix, hard-state and
+//! set-base (compaction) records in the order they happened. A new segment is started when
+//! the next write would take the active one past [`DiskOptions::segment_size`].
+//!
+//! The hard state is a record in the log rather than a file of its own, so that one
+//! fdatasync makes a batch's entries *and* its term/vote durable together; the checkpoint at
+//! the head of every segment carries it across the deletion of old segments.
+//!
+//! The snapshot file is `MYRAFTS1`, payload length (u64 LE), crc32 of the payload (u32 LE),
+//! then the MessagePack [`Snapshot`]. It is written to `snapshot.tmp`, fsynced, renamed over
+//! `snapshot` and the directory fsynced, so a crash leaves the old snapshot or the new one.
+//!
+//! # Durability
+//!
+//! Each write call goes to the operating system as one `write`; [`Storage::sync`] is one
+//! `fdatasync` of the active segment. Starting a segment syncs the one before it first, so
+//! every segment but the last is complete on disk. Old segments are deleted only by
+//! [`Storage::compact_prefix`], after its compaction record is synced, and only while the
+//! next segment's checkpoint shows that nothing in them is still needed.
+//!
+//! If a write fails (disk full, I/O error), the segment is cut back to its last whole
+//! record, so no half record is left for later appends to bury; if even that fails, or an
+//! fsync fails (after which the kernel may have dropped the unsynced pages), the store
+//! refuses all further writes with [`StorageError::Failed`] and the node must restart.
+//!
+//! # Recovery
+//!
+//! [`DiskStorage::open`] replays the segments in order. A record that is short or fails its
+//! checksum at the very end of the last segment, with no valid record after it, is what a
+//! crash during a write leaves behind: it is cut off and reported in [`RecoveryReport`].
+//! Anything else that does not read back (a bad record with valid ones after it, a bad record
+//! in an earlier segment, a missing segment, a damaged snapshot) stops the open with
+//! [`StorageError::Corrupt`] naming the file and byte offset: recovery never guesses.
+//!
+//! All live entries are also kept in memory, so `entries` and `term` never touch the disk;
+//! the snapshot policy bounds how many there are.
+
+use super::log::MemLog;
+use super::record::{self, Checkpoint, Record, RecordRef};
+use super::{Storage, StorageError};
+use myraft_wire::raft::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// Segments roll over at this size unless told otherwise.
+pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+
+const WAL_DIR: &str = "wal";
+const SEGMENT_EXT: &str = "seg";
+const SNAPSHOT_FILE: &str = "snapshot";
+const SNAPSHOT_TMP: &str = "snapshot.tmp";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"MYRAFTS1";
+const SNAPSHOT_HEADER_LEN: usize = 8 + 8 + 4;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// Start a new segment once the active one would grow past this many bytes.
+    pub segment_size: u64,
+}
+
+impl Default for DiskOptions {
+    fn default() -> Self {
+        DiskOptions {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+        }
+    }
+}
+
+/// What [`DiskStorage::open`] found; worth a log line at startup when anything was cut.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments: usize,
+    pub records: u64,
+    /// Bytes cut from the end of the last segment: a record torn by a crash mid-write.
+    pub truncated_bytes: u64,
+    /// The segment and offset of the first byte cut, and why it did not read back.
+    pub truncated_at: Option<(PathBuf, u64, String)>,
+}
+
+#[derive(Debug)]
+struct Segment {
+    seq: u64,
+    path: PathBuf,
+    len: u64,
+    /// Last index of the log when the segment was opened: every older segment holds only
+    /// entries at or below it.
+    opened_at_last: Index,
+    /// Length of its checkpoint: a segment no longer than this holds nothing else.
+    header_len: u64,
+}
+
+#[derive(Debug)]
+pub struct DiskStorage {
+    dir: PathBuf,
+    wal_dir: PathBuf,
+    options: DiskOptions,
+    log: MemLog,
+    hard_state: HardState,
+    snapshot_meta: Option<SnapshotMeta>,
+    /// Oldest first; the last one is being written.
+    segments: Vec<Segment>,
+    active: File,
+    /// Written but not yet synced.
+    dirty: bool,
+    /// Set after a write error that could not be undone; see the module docs.
+    failed: Option<String>,
+    buf: Vec<u8>,
+    /// (segment seq, length) known durable, for tests that simulate a crash.
+    #[cfg(test)]
+    synced: (u64, u64),
+    /// Lets tests make the next write stop after this many bytes with ENOSPC.
+    #[cfg(test)]
+    fail_next_write_after: Option<usize>,
+}
+
+fn segment_path(wal_dir: &Path, seq: u64) -> PathBuf {
+    wal_dir.join(format!("{seq:020}.{SEGMENT_EXT}"))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io(dir, "sync directory", e))
+}
+
+fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+    StorageError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// The log's segments, oldest first, checked for gaps in their numbering.
+fn list_segments(wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    let read = fs::read_dir(wal_dir).map_err(|e| StorageError::io(wal_dir, "list", e))?;
+    let mut found = Vec::new();
+    for item in read {
+        let item = item.map_err(|e| StorageError::io(wal_dir, "list", e))?;
+        let path = item.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
+            continue;
+        }
+        let seq = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .filter(|s| s.len() == 20)
+            .and_then(|s| s.parse::<u64>().ok());
+        match seq {
+            Some(seq) => found.push((seq, path)),
+            None => return Err(corrupt(&path, 0, "unexpected segment file name")),
+        }
+    }
+    found.sort();
+    for pair in found.windows(2) {
+        if pair[1].0 != pair[0].0 + 1 {
+            return Err(corrupt(
+                &pair[1].1,
+                0,
+                format!(
+                    "segments {} to {} are missing",
+                    pair[0].0 + 1,
+                    pair[1].0 - 1
+                ),
+            ));
+        }
+    }
+    Ok(found)
+}
+
+fn read_snapshot_file(path: &Path) -> Result<Option<Snapshot>, StorageError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io(path, "read", e)),
+    };
+    if bytes.len() < SNAPSHOT_HEADER_LEN || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(path, 0, "not a snapshot file (bad header)"));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[8..16]);
+    let len = u64::from_le_bytes(len);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[16..20]);
+    let stored = u32::from_le_bytes(crc);
+    let payload = &bytes[SNAPSHOT_HEADER_LEN..];
+    if payload.len() as u64 != len {
+        return Err(corrupt(
+            path,
+            SNAPSHOT_HEADER_LEN as u64,
+            format!(
+                "snapshot says {len} bytes but the file holds {}",
+                payload.len()
+            ),
+        ));
+    }
+    let computed = crc32fast::hash(payload);
+    if computed != stored {
+        return Err(corrupt(
+            path,
+            SNAPSHOT_HEADER_LEN as u64,
+            format!(
+                "snapshot checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            ),
+        ));
+    }
+    rmp_serde::from_slice(payload)
+        .map(Some)
+        .map_err(|e| corrupt(path, SNAPSHOT_HEADER_LEN as u64, e.to_string()))
+}
+
+/// Rebuilt state after replaying the segments.
+struct Replayed {
+    log: MemLog,
+    hard_state: HardState,
+    segments: Vec<Segment>,
+    report: RecoveryReport,
+}
+
+fn replay(wal_dir: &Path) -> Result<Replayed, StorageError> {
+    let files = list_segments(wal_dir)?;
+    let mut log = MemLog::new();
+    let mut hard_state = HardState::default();
+    let mut segments = Vec::with_capacity(files.len());
+    let mut report = RecoveryReport {
+        segments: files.len(),
+        ..RecoveryReport::default()
+    };
+    // Set when older segments were deleted after a compaction: the log must, by the end of
+    // replay, be compacted at least through this index, or entries are missing.
+    let mut prefix_deleted_through: Option<Index> = None;
+    let count = files.len();
+    for (i, (seq, path)) in files.into_iter().enumerate() {
+        let is_last = i + 1 == count;
+        let bytes = fs::read(&path).map_err(|e| StorageError::io(&path, "read", e))?;
+        let mut offset = 0usize;
+        let mut opened_at_last = None;
+        let mut header_len = 0;
+        while offset < bytes.len() {
+            let (rec, len) = match record::decode(&bytes[offset..]) {
+                Ok(ok) => ok,
+                Err(why) => {
+                    if let Some(next) = record::valid_record_after(&bytes, offset + 1) {
+                        return Err(corrupt(
+                            &path,
+                            offset as u64,
+                            format!("{why}, and a valid record follows at byte {next}"),
+                        ));
+                    }
+                    if !is_last {
+                        return Err(corrupt(
+                            &path,
+                            offset as u64,
+                            format!("{why}, in a segment that is not the last"),
+                        ));
+                    }
+                    cut_tail(&path, offset as u64)?;
+                    report.truncated_bytes = (bytes.len() - offset) as u64;
+                    report.truncated_at = Some((path.clone(), offset as u64, why.to_string()));
+                    break;
+                }
+            };
+            let at = offset as u64;
+            let bad = |reason: String| corrupt(&path, at, reason);
+            match (offset, rec) {
+                (0, Record::Checkpoint(c)) => {
+                    if i == 0 {
+                        if seq != 1 && c.base_index < c.last_index {
+                            prefix_deleted_through = Some(c.last_index);
+                        }
+                        log = MemLog::with_base(c.last_index, c.last_term);
+                        hard_state = c.hard_state;
+                    } else if c.last_index != log.last_index() || c.hard_state != hard_state {
+                        return Err(bad(format!(
+                            "checkpoint (last index {}, {:?}) disagrees with the segments before it \
+                             (last index {}, {:?})",
+                            c.last_index,
+                            c.hard_state,
+                            log.last_index(),
+                            hard_state
+                        )));
+                    }
+                    opened_at_last = Some(c.last_index);
+                    header_len = len as u64;
+                }
+                (0, _) => return Err(bad("segment does not start with a checkpoint".into())),
+                (_, Record::Checkpoint(_)) => {
+                    return Err(bad("checkpoint in the middle of a segment".into()))
+                }
+                (_, Record::Entry(e)) => {
+                    let applied = if prefix_deleted_through.is_some() {
+                        log.append_below_base(&e)
+                    } else {
+                        log.append(std::slice::from_ref(&e))
+                    };
+                    applied.map_err(|err| bad(format!("entry does not fit the log: {err}")))?;
+                }
+                (_, Record::TruncateSuffix { from }) => {
+                    if prefix_deleted_through.is_some() {
+                        log.truncate_suffix_below_base(from);
+                    } else {
+                        log.truncate_suffix(from).map_err(|err| {
+                            bad(format!("truncation does not fit the log: {err}"))
+                        })?;
+                    }
+                }
+                (_, Record::HardState(hs)) => hard_state = hs,
+                (_, Record::SetBase { index, term }) => log.set_base(index, term),
+            }
+            report.records += 1;
+            offset += len;
+        }
+        let len = offset as u64;
+        let opened_at_last = match opened_at_last {
+            Some(last) => last,
+            // A crash while the segment was being started; `open` writes its checkpoint.
+            None if is_last && len == 0 => log.last_index(),
+            None => return Err(corrupt(&path, 0, "segment has no checkpoint")),
+        };
+        segments.push(Segment {
+            seq,
+            path,
+            len,
+            opened_at_last,
+            header_len,
+        });
+    }
+    if let Some(through) = prefix_deleted_through {
+        if log.base_index() < through || log.base_term().is_none() {
+            let first = segments.first().map(|s| s.path.clone()).unwrap_or_default();
+            return Err(corrupt(
+                &first,
+                0,
+                format!(
+                    "older segments are gone but the log is only compacted through {}, \
+                     not {through}",
+                    log.base_index()
+                ),
+            ));
+        }
+    }
+    Ok(Replayed {
+        log,
+        hard_state,
+        segments,
+        report,
+    })
+}
+
+fn cut_tail(path: &Path, len: u64) -> Result<(), StorageError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| StorageError::io(path, "open for repair", e))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| StorageError::io(path, "cut torn tail of", e))
+}
+
+impl DiskStorage {
+    /// Opens (or creates) the store in `dir`, replaying its log. The caller should hold
+    /// the [`super::DataDirLock`] of the data dir first.
+    pub fn open(
+        dir: &Path,
+        options: DiskOptions,
+    ) -> Result<(DiskStorage, RecoveryReport), StorageError> {
+        let wal_dir = dir.join(WAL_DIR);
+        fs::create_dir_all(&wal_dir).map_err(|e| StorageError::io(&wal_dir, "create", e))?;
+        let tmp = dir.join(SNAPSHOT_TMP);
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io(&tmp, "remove", e)),
+        }
+        let snapshot_path = dir.join(SNAPSHOT_FILE);
+        let snapshot_meta = read_snapshot_file(&snapshot_path)?.map(|s| s.meta);
+        let Replayed {
+            log,
+            hard_state,
+            mut segments,
+            report,
+        } = replay(&wal_dir)?;
+
+        let snapshot_index = snapshot_meta.as_ref().map_or(0, |m| m.last_index);
+        if log.base_index() > snapshot_index {
+            return Err(corrupt(
+                &snapshot_path,
+                0,
+                format!(
+                    "the log is compacted through {} but the snapshot only covers through \
+                     {snapshot_index}",
+                    log.base_index()
+                ),
+            ));
+        }
+        let (active, fresh) = match segments.last() {
+            Some(seg) => {
+                let file = OpenOptions::new()
+                    .append(true)
+                    .open(&seg.path)
+                    .map_err(|e| StorageError::io(&seg.path, "open", e))?;
+                (file, seg.len == 0)
+            }
+            None => {
+                let path = segment_path(&wal_dir, 1);
+                let file = create_segment_file(&path)?;
+                segments.push(Segment {
+                    seq: 1,
+                    path,
+                    len: 0,
+                    opened_at_last: log.last_index(),
+                    header_len: 0,
+                });
+                (file, true)
+            }
+        };
+        let mut store = DiskStorage {
+            dir: dir.to_path_buf(),
+            wal_dir,
+            options,
+            log,
+            hard_state,
+            snapshot_meta,
+            segments,
+            active,
+            dirty: false,
+            failed: None,
+            buf: Vec::new(),
+            #[cfg(test)]
+            synced: (0, 0),
+            #[cfg(test)]
+            fail_next_write_after: None,
+        };
+        if fresh {
+            if let Some(seg) = store.segments.last_mut() {
+                seg.opened_at_last = store.log.last_index();
+            }
+            store.write_checkpoint()?;
+        }
+        // The snapshot is made durable before the log record that resets the log to it, so
+        // a crash in between leaves a log that disagrees with the snapshot. Writing the
+        // record now keeps later checkpoints in agreement with a replay of the segments.
+        if let Some(meta) = store.snapshot_meta.clone() {
+            if store.log.term(meta.last_index) != Some(meta.last_term) {
+                let (index, term) = (meta.last_index, meta.last_term);
+                store.write_records([RecordRef::SetBase { index, term }])?;
+                store.log.set_base(index, term);
+            }
+        }
+        store.sync()?;
+        if fresh {
+            sync_dir(&store.wal_dir)?;
+        }
+        store.mark_synced();
+        Ok((store, report))
+    }
+
+    /// The segment files, oldest first.
+    pub fn segment_paths(&self) -> Vec<PathBuf> {
+        self.segments.iter().map(|s| s.path.clone()).collect()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        match &self.failed {
+            Some(cause) => Err(StorageError::Failed {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn fail(&mut self, err: StorageError) -> StorageError {
+        self.failed = Some(err.to_string());
+        err
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            base_index: self.log.base_index(),
+            base_term: self.log.base_term().unwrap_or(0),
+            last_index: self.log.last_index(),
+            last_term: self.log.last_term().unwrap_or(0),
+            hard_state: self.hard_state,
+        }
+    }
+
+    fn write_checkpoint(&mut self) -> Result<(), StorageError> {
+        let checkpoint = self.checkpoint();
+        self.buf.clear();
+        record::encode_into(&mut self.buf, &RecordRef::Checkpoint(&checkpoint))
+            .map_err(StorageError::Encode)?;
+        self.write_buf()?;
+        if let Some(seg) = self.segments.last_mut() {
+            seg.header_len = seg.len;
+        }
+        Ok(())
+    }
+
+    /// Encodes `records` and writes them with one `write`, starting a new segment first if
+    /// they would not fit in the active one.
+    fn write_records<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = RecordRef<'a>>,
+    ) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let encoded = records
+            .into_iter()
+            .try_for_each(|r| record::encode_into(&mut buf, &r));
+        self.buf = buf;
+        encoded.map_err(StorageError::Encode)?;
+        // Only roll a segment that holds more than its checkpoint, or an oversized write
+        // would start an endless chain of empty segments.
+        let roll = self.segments.last().is_some_and(|s| {
+            s.len > s.header_len && s.len + self.buf.len() as u64 > self.options.segment_size
+        });
+        if roll {
+            let pending = std::mem::take(&mut self.buf);
+            let rolled = self.roll();
+            self.buf = pending;
+            rolled?;
+        }
+        self.write_buf()
+    }
+
+    /// Appends `self.buf` to the active segment, or leaves the segment as it was.
+    fn write_buf(&mut self) -> Result<(), StorageError> {
+        let Some(seg) = self.segments.last_mut() else {
+            return Err(StorageError::Failed {
+                cause: "no active segment".into(),
+            });
+        };
+        let good_len = seg.len;
+        let written = write_all_maybe_failing(
+            &mut self.active,
+            &self.buf,
+            #[cfg(test)]
+            self.fail_next_write_after.take(),
+        );
+        match written {
+            Ok(()) => {
+                seg.len += self.buf.len() as u64;
+                self.dirty = true;
+                Ok(())
+            }
+            Err(e) => {
+                let err = StorageError::io(&seg.path, "write", e);
+                // Cut back the part that made it, so the next append does not follow a
+                // half record (which recovery would then take for damage mid-log).
+                match self.active.set_len(good_len) {
+                    Ok(()) => Err(err),
+                    Err(cut) => {
+                        let path = seg.path.clone();
+                        self.failed = Some(format!(
+                            "{err}; then cannot cut {} back to {good_len} bytes: {cut}",
+                            path.display()
+                        ));
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the active segment (synced, so that only the last segment can ever have a torn
+    /// tail) and starts the next one with a checkpoint.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        self.sync()?;
+        let seq = self.segments.last().map_or(1, |s| s.seq + 1);
+        let path = segment_path(&self.wal_dir, seq);
+        let file = create_segment_file(&path)?;
+        let previous = std::mem::replace(&mut self.active, file);
+        self.segments.push(Segment {
+            seq,
+            path: path.clone(),
+            len: 0,
+            opened_at_last: self.log.last_index(),
+            header_len: 0,
+        });
+        let started = self
+            .write_checkpoint()
+            .and_then(|()| self.sync())
+            .and_then(|()| sync_dir(&self.wal_dir));
+        if let Err(err) = started {
+            // Go back to the old segment; the new file must not survive as a checkpoint-less
+            // tail unless the cleanup itself fails.
+            self.active = previous;
+            self.segments.pop();
+            if let Err(rm) = fs::remove_file(&path) {
+                self.failed = Some(format!(
+                    "{err}; then cannot remove {}: {rm}",
+                    path.display()
+                ));
+            } else {
+                self.failed = None;
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    fn mark_synced(&mut self) {
+        #[cfg(test)]
+        {
+            if let Some(seg) = self.segments.last() {
+                self.synced = (seg.seq, seg.len);
+            }
+        }
+    }
+
+    fn write_snapshot_file(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        let payload = rmp_serde::to_vec(snap).map_err(|e| StorageError::Encode(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(SNAPSHOT_HEADER_LEN + payload.len());
+        bytes.extend_from_slice(SNAPSHOT_MAGIC);
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let tmp = self.dir.join(SNAPSHOT_TMP);
+        let path = self.dir.join(SNAPSHOT_FILE);
+        File::create(&tmp)
+            .and_then(|mut f| {
+                f.write_all(&bytes)?;
+                f.sync_all()
+            })
+            .map_err(|e| StorageError::io(&tmp, "write", e))?;
+        fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, "replace", e))?;
+        // From here the new snapshot may or may not survive a crash; memory must not run
+        // ahead of it, so a failure stops all writes.
+        sync_dir(&self.dir).map_err(|e| self.fail(e))
+    }
+}
+
+fn create_segment_file(path: &Path) -> Result<File, StorageError> {
+    OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| StorageError::io(path, "create", e))
+}
+
+fn write_all_maybe_failing(
+    file: &mut File,
+    buf: &[u8],
+    #[cfg(test)] fail_after: Option<usize>,
+) -> io::Result<()> {
+    #[cfg(test)]
+    if let Some(n) = fail_after {
+        file.write_all(&buf[..n.min(buf.len())])?;
+        return Err(io::Error::from_raw_os_error(28));
+    }
+    file.write_all(buf)
+}
+
+impl Storage for DiskStorage {
+    fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.log.check_append(entries)?;
+        self.write_records(entries.iter().map(RecordRef::Entry))?;
+        self.log.append(entries)
+    }
+
+    fn truncate_suffix(&mut self, from: Index) -> Result<(), StorageError> {
+        self.log.check_truncate(from)?;
+        if from > self.log.last_index() {
+            return Ok(());
+        }
+        self.write_records([RecordRef::TruncateSuffix { from }])?;
+        self.log.truncate_suffix(from)
+    }
+
+    fn save_hard_state(&mut self, hs: &HardState) -> Result<(), StorageError> {
+        if *hs == self.hard_state {
+            return Ok(());
+        }
+        self.write_records([RecordRef::HardState(hs)])?;
+        self.hard_state = *hs;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Err(e) = self.active.sync_data() {
+            let path = self
+                .segments
+                .last()
+                .map(|s| s.path.clone())
+                .unwrap_or_default();
+            // After a failed fsync the kernel may have dropped the dirty pages and will not
+            // report it again; retrying would claim durability that does not exist.
+            return Err(self.fail(StorageError::io(path, "sync", e)));
+        }
+        self.dirty = false;
+        self.mark_synced();
+        Ok(())
+    }
+
+    fn entries(&self, lo: Index, hi: Index) -> Result<Vec<Entry>, StorageError> {
+        self.log.entries(lo, hi)
+    }
+
+    fn term(&self, index: Index) -> Option<Term> {
+        self.log.term(index)
+    }
+
+    fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+
+    fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    fn hard_state(&self) -> HardState {
+        self.hard_state
+    }
+
+    fn save_snapshot(&mut self, snap: &Snapshot) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let current = self.snapshot_meta.as_ref().map_or(0, |m| m.last_index);
+        if snap.meta.last_index < current {
+            return Err(StorageError::StaleSnapshot {
+                index: snap.meta.last_index,
+                current,
+            });
+        }
+        self.write_snapshot_file(snap)?;
+        self.snapshot_meta = Some(snap.meta.clone());
+        let (index, term) = (snap.meta.last_index, snap.meta.last_term);
+        if self.log.term(index) != Some(term) {
+            // Memory must not disagree with the snapshot it now reports; open() would
+            // reconcile the disk, so stopping writes is enough.
+            if let Err(e) = self.write_records([RecordRef::SetBase { index, term }]) {
+                return Err(self.fail(e));
+            }
+            self.log.set_base(index, term);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Result<Option<Snapshot>, StorageError> {
+        if self.snapshot_meta.is_none() {
+            return Ok(None);
+        }
+        read_snapshot_file(&self.dir.join(SNAPSHOT_FILE))
+    }
+
+    fn snapshot_meta(&self) -> Option<SnapshotMeta> {
+        self.snapshot_meta.clone()
+    }
+
+    fn compact_prefix(&mut self, through: Index) -> Result<(), StorageError> {
+        let snapshot_index = self.snapshot_meta.as_ref().map_or(0, |m| m.last_index);
+        if through > snapshot_index {
+            return Err(StorageError::NotCovered {
+                through,
+                snapshot_index,
+            });
+        }
+        if through <= self.log.base_index() {
+            return Ok(());
+        }
+        let term = self.log.term(through).ok_or(StorageError::Unavailable {
+            index: through,
+            last_index: self.log.last_index(),
+        })?;
+        self.write_records([RecordRef::SetBase {
+            index: through,
+            term,
+        }])?;
+        self.log.set_base(through, term);
+        // Segments may only go once the compaction record that makes them useless is durable.
+        self.sync()?;
+        let mut removed = false;
+        while self.segments.len() > 1 && self.segments[1].opened_at_last <= self.log.base_index() {
+            let path = self.segments[0].path.clone();
+            fs::remove_file(&path).map_err(|e| StorageError::io(&path, "remove", e))?;
+            self.segments.remove(0);
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.wal_dir)?;
+        }
+        Ok(())
+    }
+
+    fn log_bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+}
+
+#[cfg(test)]
+impl DiskStorage {
+    /// Leaves on disk only what was synced, as a power cut would, and returns the directory.
+    pub(crate) fn crash(self) -> PathBuf {
+        let (seq, len) = self.synced;
+        for seg in &self.segments {
+            if seg.seq > seq {
+                let _ = fs::remove_file(&seg.path);
+            } else if seg.seq == seq {
+                let _ = cut_tail(&seg.path, len);
+            }
+        }
+        self.dir.clone()
+    }
+
+    pub(crate) fn fail_next_write_after(&mut self, bytes: usize) {
+        self.fail_next_write_after = Some(bytes);
+    }
+
+    pub(crate) fn is_failed(&self) -> bool {
+        self.failed.is_some()
+    }
+}
