@@ -2,7 +2,7 @@
 //!
 //! The Raft core hands over a whole [`crate::raft::InstallSnapshot`]; the server encodes that
 //! message once and sends the bytes as [`SnapshotChunk`]s, each small enough for one datagram
-//! within the payload budget (`codec::DEFAULT_PAYLOAD_BUDGET`). The receiver puts
+//! within the payload budget ([`crate::codec::DEFAULT_PAYLOAD_BUDGET`]). The receiver puts
 //! them back together in order with a [`SnapshotAssembler`] and acknowledges how far it got,
 //! so the sender resends from there after a loss (go-back-N: simple, and loss is rare on a
 //! LAN). Which bytes travel is up to the server; this module only splits and joins them.
