@@ -11,7 +11,7 @@
 //! Version and cluster come before the tag on purpose: "a newer node" and "another cluster
 //! on this LAN" are worth telling apart from "a wrong key", and neither needs the key.
 //!
-//! Replays are not caught here; that needs per-sender state.
+//! Replays are not caught here; that needs per-sender state, see [`crate::replay`].
 
 use crate::admission::ClusterId;
 use crate::envelope::{Body, Envelope, SenderId, TAG_LEN, UNKNOWN_CLUSTER};

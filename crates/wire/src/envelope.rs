@@ -30,7 +30,7 @@ pub struct Envelope {
     pub version: u16,
     pub cluster_id: ClusterId,
     pub from: SenderId,
-    /// Increases with every datagram a sender sends, across restarts too.
+    /// Increases with every datagram a sender sends (see [`crate::replay`]).
     pub msg_id: u64,
     pub body: Body,
     /// Filled in by [`crate::codec::encode`]; what [`crate::codec::decode`] verified.

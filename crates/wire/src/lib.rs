@@ -5,6 +5,7 @@
 //! - [`key`]: the cluster secret that authenticates every datagram, and its key file.
 //! - [`codec`]: bytes ⇄ [`Envelope`]: size limits, protocol version, cluster id and the
 //!   HMAC tag, checked before anything is parsed. Nothing above it sees raw bytes.
+//! - [`replay`]: drops datagrams that were already received, per sender.
 //! - [`envelope`]: the [`Envelope`] header and the [`Body`] enum of every message.
 //! - the bodies, grouped as in the design:
 //!   - [`raft`]: Raft messages, log entries and membership, as plain serde types. The
@@ -26,6 +27,7 @@ pub mod envelope;
 pub mod health;
 pub mod key;
 pub mod raft;
+pub mod replay;
 pub mod snapshot;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
@@ -35,3 +37,4 @@ pub use codec::{
 };
 pub use envelope::{Body, Envelope};
 pub use key::ClusterKey;
+pub use replay::{ReplayFilter, ReplayWindow};
