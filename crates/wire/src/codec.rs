@@ -329,7 +329,7 @@ mod tests {
     macro_rules! round_trip_tests {
         ($($test:ident: $strategy:expr => $variant:path;)*) => {
             proptest! {
-                #![proptest_config(ProptestConfig::with_cases(128))]
+                #![proptest_config(crate::strategies::config(128))]
                 $(
                     #[test]
                     fn $test(cluster in strategies::num(), from in strategies::num(),
@@ -354,7 +354,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(256))]
+        #![proptest_config(crate::strategies::config(256))]
 
         #[test]
         fn arbitrary_bytes_never_decode(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
@@ -402,7 +402,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(32))]
+        #![proptest_config(crate::strategies::config(32))]
 
         #[test]
         fn every_flipped_bit_is_rejected(env in strategies::envelope()) {

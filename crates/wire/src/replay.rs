@@ -222,6 +222,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::strategies::config(256))]
+
         // Against a model that remembers every id: accepted exactly when never seen and
         // within WINDOW of the newest id accepted before it.
         #[test]

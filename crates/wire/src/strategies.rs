@@ -22,6 +22,24 @@ use crate::snapshot::{SnapshotChunk, SnapshotChunkAck};
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
+use proptest::test_runner::{Config, RngSeed};
+
+/// A proptest configuration with `cases` cases. `MYRAFT_SEED=N` fixes the random seed, so a
+/// run can be repeated exactly; proptest prints the failing input, shrunk, either way.
+pub fn config(cases: u32) -> Config {
+    let rng_seed = match std::env::var("MYRAFT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(seed) => RngSeed::Fixed(seed),
+        None => RngSeed::Random,
+    };
+    Config {
+        cases,
+        rng_seed,
+        ..Config::default()
+    }
+}
 
 /// Any u64, with the edges (0, 1, max) more likely than uniform sampling makes them.
 pub fn num() -> BoxedStrategy<u64> {
