@@ -1,10 +1,40 @@
 //! `myraft-wire`: everything that crosses a process boundary in MyRaft.
 //!
-//! Data flows through the modules in this order:
+//! A received datagram passes through the modules in this order; a sent one goes back up:
 //!
-//! - [`raft`]: the Raft messages, log entries and membership, as plain serde types. The
-//!   consensus core in `myraft-node` speaks these directly.
+//! - [`key`]: the cluster secret that authenticates every datagram, and its key file.
+//! - [`codec`]: bytes ⇄ [`Envelope`]: size limits, protocol version, cluster id and the
+//!   HMAC tag, checked before anything is parsed. Nothing above it sees raw bytes.
+//! - [`replay`]: drops datagrams that were already received, per sender.
+//! - [`envelope`]: the [`Envelope`] header and the [`Body`] enum of every message.
+//! - the bodies, grouped as in the design:
+//!   - [`raft`]: Raft messages, log entries and membership, as plain serde types. The
+//!     consensus core in `myraft-node` speaks these directly.
+//!   - [`snapshot`]: snapshots too large for one datagram, split into chunks and joined.
+//!   - [`admission`]: joining a cluster through the entrance.
+//!   - [`health`]: the entrance's probes and the nodes' replies.
+//!   - [`client`]: client requests and the one reply type they all get.
+//!
+//! `strategies` (in tests, or with the `proptest` feature) generates every message for
+//! property tests, here and in the crates that use this one.
 //!
 //! Nothing in this crate knows how Raft works; it only knows how its messages look.
 
+pub mod admission;
+pub mod client;
+pub mod codec;
+pub mod envelope;
+pub mod health;
+pub mod key;
 pub mod raft;
+pub mod replay;
+pub mod snapshot;
+#[cfg(any(test, feature = "proptest"))]
+pub mod strategies;
+
+pub use codec::{
+    decode, encode, encode_body, DecodeError, EncodeError, MAX_DATAGRAM, PROTOCOL_VERSION,
+};
+pub use envelope::{Body, Envelope};
+pub use key::ClusterKey;
+pub use replay::{ReplayFilter, ReplayWindow};

@@ -487,7 +487,7 @@ impl Sim {
                 }
             }
         }
-        if self.events % 64 == 0 {
+        if self.events.is_multiple_of(64) {
             self.check_log_matching();
         }
     }

@@ -1,0 +1,86 @@
+//! Health: the entrance probes every node and rebuilds its view of the cluster from the
+//! replies, so it can be restarted without losing anything.
+
+use crate::raft::{Index, Membership, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// A server as humans and machines both need to name it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRef {
+    pub id: NodeId,
+    pub name: String,
+}
+
+/// What a server currently does in Raft.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    /// Receives the log but neither votes nor counts towards commit.
+    Learner,
+}
+
+impl Role {
+    /// The spelling in the `--json` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+        }
+    }
+}
+
+/// The entrance's failure-detector verdict on a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Health {
+    Up,
+    /// Missed recent probes but not yet for `--down-after-ms`.
+    Suspect,
+    Down,
+}
+
+impl Health {
+    /// The spelling in the `--json` output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Up => "up",
+            Health::Suspect => "suspect",
+            Health::Down => "down",
+        }
+    }
+}
+
+/// Asks a node how it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    /// Echoed in the reply so the prober can match it and measure the round trip.
+    pub nonce: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeReply {
+    pub nonce: u64,
+    pub id: NodeId,
+    pub name: String,
+    pub role: Role,
+    pub term: Term,
+    pub voted_for: Option<NodeId>,
+    pub leader: Option<PeerRef>,
+    pub commit_index: Index,
+    pub applied_index: Index,
+    pub last_log_index: Index,
+    pub snapshot_index: Index,
+    /// Size of the log on disk.
+    pub log_bytes: u64,
+    /// Size of the whole data dir (log, snapshots, metadata).
+    pub data_dir_bytes: u64,
+    pub uptime_ms: u64,
+    /// Datagrams this node dropped as bad, foreign or replayed since it started.
+    pub dropped_datagrams: u64,
+    /// The latest configuration in the node's log, from which a restarted entrance
+    /// rebuilds its member list.
+    pub membership: Membership,
+}

@@ -1,0 +1,396 @@
+//! The cluster secret that authenticates every datagram.
+//!
+//! A key file holds 32 random bytes as 64 hex digits on one line; blank lines and lines
+//! starting with `#` are ignored so the file can say what it is. A cluster started without
+//! `--key-file` uses [`ClusterKey::lab_default`], a key printed in this source file: it keeps
+//! a key-less lab cluster working and still stops datagrams that were corrupted or meant for
+//! another protocol, but it is no secret and stops no attacker. Give a real cluster a key.
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The well-known key of clusters that have no key file. Public on purpose; see the module
+/// documentation.
+const LAB_DEFAULT: [u8; ClusterKey::LEN] = *b"myraft-default-cluster-key-v1!!!";
+
+/// A cluster secret. Its `Debug` output shows only a fingerprint, so keys do not leak into
+/// logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterKey([u8; ClusterKey::LEN]);
+
+/// A key read from a file, with anything about the file the operator should hear of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadedKey {
+    pub key: ClusterKey,
+    /// The file is usable but unsafe, e.g. readable by other users. The caller logs it.
+    pub warning: Option<KeyWarning>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyWarning {
+    #[error(
+        "key file {path} has mode {mode:04o}, so other users can read the cluster secret; \
+         run `chmod 600 {path}`"
+    )]
+    LoosePermissions { path: PathBuf, mode: u32 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "key file {path} does not exist; create one with `myraft keygen {path}`, or leave out \
+         --key-file to use the lab default key"
+    )]
+    Missing { path: PathBuf },
+    #[error(
+        "key file {path} already exists; refusing to overwrite a cluster key (nodes holding it \
+         would be locked out). Remove it first if you really mean to replace it"
+    )]
+    AlreadyExists { path: PathBuf },
+    #[error("cannot {action} key file {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("key file {path} holds no key; expected one line of 64 hex digits")]
+    Empty { path: PathBuf },
+    #[error("key {origin} is not valid hex ({detail}); expected 64 hex digits (32 bytes)")]
+    BadHex { origin: String, detail: String },
+    #[error("key {origin} has {got} bytes, expected 32 (64 hex digits)")]
+    BadLength { origin: String, got: usize },
+}
+
+impl ClusterKey {
+    /// Key length in bytes; HMAC-SHA256 gains nothing from a longer one.
+    pub const LEN: usize = 32;
+
+    /// A fresh random key from the thread-local CSPRNG (seeded by the operating system).
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; Self::LEN];
+        rand::fill(&mut bytes[..]);
+        Self(bytes)
+    }
+
+    pub const fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        Self(bytes)
+    }
+
+    /// The well-known key of clusters started without a key file. Not a secret.
+    pub const fn lab_default() -> Self {
+        Self(LAB_DEFAULT)
+    }
+
+    pub fn is_lab_default(&self) -> bool {
+        self.0 == LAB_DEFAULT
+    }
+
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+
+    /// A short, non-secret name for the key, so operators can check that two machines hold
+    /// the same key without showing it.
+    pub fn fingerprint(&self) -> String {
+        let digest = Sha256::new()
+            .chain_update(b"myraft key fingerprint")
+            .chain_update(self.0)
+            .finalize();
+        hex_encode(&digest[..6])
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex_encode(&self.0)
+    }
+
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        Self::parse_hex(text.trim(), "text")
+    }
+
+    fn parse_hex(text: &str, origin: &str) -> Result<Self, KeyError> {
+        let bytes = hex_decode(text).map_err(|detail| KeyError::BadHex {
+            origin: origin.to_owned(),
+            detail,
+        })?;
+        let got = bytes.len();
+        let array: [u8; Self::LEN] = bytes.try_into().map_err(|_| KeyError::BadLength {
+            origin: origin.to_owned(),
+            got,
+        })?;
+        Ok(Self(array))
+    }
+
+    /// Writes the key as hex to a new file that only its owner may read (mode 0600 on Unix).
+    /// Refuses to replace an existing file: overwriting a cluster key by accident would lock
+    /// every node that holds the old one out of the cluster.
+    pub fn to_file(&self, path: &Path) -> Result<(), KeyError> {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::AlreadyExists {
+                KeyError::AlreadyExists {
+                    path: path.to_owned(),
+                }
+            } else {
+                io_error("create", path, source)
+            }
+        })?;
+        let text = format!(
+            "# MyRaft cluster key (fingerprint {}). Keep it secret; every node and client of \
+             the cluster needs the same file.\n{}\n",
+            self.fingerprint(),
+            self.to_hex()
+        );
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|source| io_error("write", path, source))
+    }
+
+    /// Reads a key written by [`ClusterKey::to_file`] (or any file holding 64 hex digits).
+    /// A file that others may read still loads, with a warning for the caller to show.
+    pub fn from_file(path: &Path) -> Result<LoadedKey, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                KeyError::Missing {
+                    path: path.to_owned(),
+                }
+            } else {
+                io_error("read", path, source)
+            }
+        })?;
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'));
+        let line = lines.next().ok_or_else(|| KeyError::Empty {
+            path: path.to_owned(),
+        })?;
+        let origin = format!("in file {}", path.display());
+        if lines.next().is_some() {
+            return Err(KeyError::BadHex {
+                origin,
+                detail: "more than one key line".to_owned(),
+            });
+        }
+        let key = Self::parse_hex(line, &origin)?;
+        Ok(LoadedKey {
+            key,
+            warning: permission_warning(path),
+        })
+    }
+}
+
+impl fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClusterKey(fingerprint {})", self.fingerprint())
+    }
+}
+
+fn io_error(action: &'static str, path: &Path, source: io::Error) -> KeyError {
+    KeyError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(unix)]
+fn permission_warning(path: &Path) -> Option<KeyWarning> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| KeyWarning::LoosePermissions {
+        path: path.to_owned(),
+        mode,
+    })
+}
+
+#[cfg(not(unix))]
+fn permission_warning(_path: &Path) -> Option<KeyWarning> {
+    None
+}
+
+fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+fn hex_decode(text: &str) -> Result<Vec<u8>, String> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let raw = text.as_bytes();
+    if !raw.len().is_multiple_of(2) {
+        return Err(format!("odd number of hex digits ({})", raw.len()));
+    }
+    raw.chunks_exact(2)
+        .enumerate()
+        .map(|(i, pair)| match (nibble(pair[0]), nibble(pair[1])) {
+            (Some(hi), Some(lo)) => Ok((hi << 4) | lo),
+            _ => Err(format!("non-hex character near position {}", i * 2 + 1)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "myraft-wire-key-{tag}-{}-{}",
+                std::process::id(),
+                ClusterKey::generate().fingerprint()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn generated_keys_differ_and_are_not_the_default() {
+        let a = ClusterKey::generate();
+        let b = ClusterKey::generate();
+        assert_ne!(a, b);
+        assert!(!a.is_lab_default());
+        assert!(ClusterKey::lab_default().is_lab_default());
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let key = ClusterKey::generate();
+        assert_eq!(ClusterKey::from_hex(&key.to_hex()).unwrap(), key);
+        assert_eq!(
+            ClusterKey::from_hex(&key.to_hex().to_uppercase()).unwrap(),
+            key
+        );
+    }
+
+    #[test]
+    fn bad_hex_and_bad_length_are_errors() {
+        assert!(matches!(
+            ClusterKey::from_hex("zz"),
+            Err(KeyError::BadHex { .. })
+        ));
+        assert!(matches!(
+            ClusterKey::from_hex("abc"),
+            Err(KeyError::BadHex { .. })
+        ));
+        assert!(matches!(
+            ClusterKey::from_hex("abcd"),
+            Err(KeyError::BadLength { got: 2, .. })
+        ));
+        // Multi-byte UTF-8 must not split a character or panic.
+        assert!(ClusterKey::from_hex("éé").is_err());
+    }
+
+    #[test]
+    fn debug_does_not_show_the_secret() {
+        let key = ClusterKey::generate();
+        let shown = format!("{key:?}");
+        assert!(!shown.contains(&key.to_hex()));
+        assert!(shown.contains(&key.fingerprint()));
+    }
+
+    #[test]
+    fn file_round_trip_with_owner_only_mode() {
+        let dir = TempDir::new("roundtrip");
+        let path = dir.0.join("cluster.key");
+        let key = ClusterKey::generate();
+        key.to_file(&path).unwrap();
+        let loaded = ClusterKey::from_file(&path).unwrap();
+        assert_eq!(loaded.key, key);
+        assert_eq!(loaded.warning, None);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn to_file_refuses_to_overwrite() {
+        let dir = TempDir::new("overwrite");
+        let path = dir.0.join("cluster.key");
+        ClusterKey::generate().to_file(&path).unwrap();
+        assert!(matches!(
+            ClusterKey::generate().to_file(&path),
+            Err(KeyError::AlreadyExists { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_empty_and_garbled_files_are_clear_errors() {
+        let dir = TempDir::new("errors");
+        let missing = dir.0.join("nope.key");
+        let err = ClusterKey::from_file(&missing).unwrap_err();
+        assert!(matches!(err, KeyError::Missing { .. }));
+        assert!(err.to_string().contains("myraft keygen"));
+
+        let empty = dir.0.join("empty.key");
+        std::fs::write(&empty, "# only a comment\n\n").unwrap();
+        assert!(matches!(
+            ClusterKey::from_file(&empty),
+            Err(KeyError::Empty { .. })
+        ));
+
+        let short = dir.0.join("short.key");
+        std::fs::write(&short, "abcdef\n").unwrap();
+        assert!(matches!(
+            ClusterKey::from_file(&short),
+            Err(KeyError::BadLength { got: 3, .. })
+        ));
+
+        let two = dir.0.join("two.key");
+        let hex = ClusterKey::generate().to_hex();
+        std::fs::write(&two, format!("{hex}\n{hex}\n")).unwrap();
+        assert!(matches!(
+            ClusterKey::from_file(&two),
+            Err(KeyError::BadHex { .. })
+        ));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn world_readable_file_loads_with_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("loose");
+        let path = dir.0.join("cluster.key");
+        let key = ClusterKey::generate();
+        std::fs::write(&path, format!("{}\n", key.to_hex())).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let loaded = ClusterKey::from_file(&path).unwrap();
+        assert_eq!(loaded.key, key);
+        let warning = loaded.warning.unwrap();
+        assert!(warning.to_string().contains("chmod 600"));
+    }
+}
