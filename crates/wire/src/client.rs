@@ -87,6 +87,13 @@ pub enum ClientOp {
     TransferLeader {
         name: String,
     },
+    /// Sent by the entrance to the leader once an operator approved a join: add the node
+    /// as a learner. The leader promotes it to voter itself once it has caught up.
+    AddMember {
+        id: NodeId,
+        name: String,
+        addr: String,
+    },
 }
 
 impl ClientOp {

@@ -278,6 +278,7 @@ pub fn client_op() -> BoxedStrategy<ClientOp> {
         .prop_map(|target| ClientOp::StopNode { target }),
         name().prop_map(|name| ClientOp::RemoveNode { name }),
         name().prop_map(|name| ClientOp::TransferLeader { name }),
+        (num(), name(), name()).prop_map(|(id, name, addr)| ClientOp::AddMember { id, name, addr }),
     ]
     .boxed()
 }
