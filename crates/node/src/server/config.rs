@@ -1,0 +1,73 @@
+//! How a node is set up: flags, timing and limits.
+
+use myraft_wire::codec::DEFAULT_PAYLOAD_BUDGET;
+use myraft_wire::key::ClusterKey;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `myraft-node` needs to run.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The operator's name for this node; unique in the cluster.
+    pub name: String,
+    /// Where the UDP socket binds (may be 0.0.0.0).
+    pub listen: SocketAddr,
+    /// The address peers and the entrance use to reach this node. Defaults to `listen`.
+    pub advertise: Option<String>,
+    /// Entrance addresses, tried in order.
+    pub entrances: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub key: ClusterKey,
+    pub timing: Timing,
+    /// Largest datagram this node sends, short of snapshots' single entries; keep it under
+    /// the path MTU so datagrams do not fragment (see docs/protocol.md).
+    pub max_datagram: usize,
+    /// Take a snapshot once this many entries were applied since the last one.
+    pub snapshot_every: u64,
+}
+
+/// Raft timing. The defaults suit a LAN with ordinary disks: a heartbeat every 100 ms and an
+/// election timeout of 1–2 s, so a slow fsync of a few hundred milliseconds does not depose
+/// a healthy leader.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub tick: Duration,
+    pub election_ticks: u32,
+    pub heartbeat_ticks: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            tick: Duration::from_millis(50),
+            election_ticks: 20,
+            heartbeat_ticks: 2,
+        }
+    }
+}
+
+impl NodeConfig {
+    pub fn new(
+        name: &str,
+        listen: SocketAddr,
+        entrances: Vec<SocketAddr>,
+        data_dir: PathBuf,
+    ) -> Self {
+        NodeConfig {
+            name: name.to_owned(),
+            listen,
+            advertise: None,
+            entrances,
+            data_dir,
+            key: ClusterKey::lab_default(),
+            timing: Timing::default(),
+            max_datagram: DEFAULT_PAYLOAD_BUDGET,
+            snapshot_every: 10_000,
+        }
+    }
+
+    pub fn advertised(&self, bound: SocketAddr) -> String {
+        self.advertise.clone().unwrap_or_else(|| bound.to_string())
+    }
+}

@@ -1,0 +1,107 @@
+//! The node's one UDP socket: authenticated encode on the way out; decode, replay filter and
+//! drop counters on the way in. Nothing above this module sees raw bytes.
+
+use myraft_wire::admission::ClusterId;
+use myraft_wire::codec::{self, MAX_DATAGRAM};
+use myraft_wire::envelope::{Body, Envelope, UNKNOWN_CLUSTER};
+use myraft_wire::key::ClusterKey;
+use myraft_wire::replay::ReplayFilter;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+
+pub struct Transport {
+    pub socket: UdpSocket,
+    key: ClusterKey,
+    pub cluster_id: ClusterId,
+    pub me: u64,
+    next_msg_id: u64,
+    replay: ReplayFilter,
+    /// Dropped datagrams by reason: bad input is counted, never fatal.
+    pub dropped: BTreeMap<&'static str, u64>,
+    buf: Vec<u8>,
+}
+
+impl Transport {
+    pub fn new(socket: UdpSocket, key: ClusterKey, cluster_id: ClusterId, me: u64) -> Self {
+        // Message ids never repeat across restarts: start at the wall clock in µs.
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64);
+        Transport {
+            socket,
+            key,
+            cluster_id,
+            me,
+            next_msg_id: start,
+            replay: ReplayFilter::new(),
+            dropped: BTreeMap::new(),
+            buf: vec![0u8; MAX_DATAGRAM + 1],
+        }
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.values().sum()
+    }
+
+    fn drop_for(&mut self, reason: &'static str) {
+        *self.dropped.entry(reason).or_default() += 1;
+    }
+
+    /// Sends one body. A send error (no route, buffer full) is a lost datagram like any
+    /// other on UDP: counted and logged, never fatal.
+    pub fn send(&mut self, to: SocketAddr, body: Body) {
+        self.next_msg_id += 1;
+        let env = Envelope::new(self.cluster_id, self.me, self.next_msg_id, body);
+        match codec::encode(&env, &self.key) {
+            Ok(bytes) => {
+                if let Err(e) = self.socket.try_send_to(&bytes, to) {
+                    tracing::debug!(%to, error = %e, "send failed");
+                    self.drop_for("send_failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%to, error = %e, kind = env.body.kind(), "cannot encode");
+                self.drop_for("encode_failed");
+            }
+        }
+    }
+
+    /// Waits for the next datagram that decodes, authenticates and is not a replay.
+    pub async fn recv(&mut self) -> std::io::Result<(Envelope, SocketAddr)> {
+        loop {
+            let (n, from) = self.socket.recv_from(&mut self.buf).await?;
+            if let Some(env) = self.accept(n, from) {
+                return Ok((env, from));
+            }
+        }
+    }
+
+    /// A datagram already waiting, without blocking; `None` when there is none.
+    pub fn try_recv(&mut self) -> Option<(Envelope, SocketAddr)> {
+        loop {
+            let (n, from) = self.socket.try_recv_from(&mut self.buf).ok()?;
+            if let Some(env) = self.accept(n, from) {
+                return Some((env, from));
+            }
+        }
+    }
+
+    fn accept(&mut self, n: usize, from: SocketAddr) -> Option<Envelope> {
+        let expected = (self.cluster_id != UNKNOWN_CLUSTER).then_some(self.cluster_id);
+        let env = match codec::decode(&self.buf[..n], &self.key, expected) {
+            Ok(env) => env,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "dropped datagram");
+                self.drop_for(e.reason());
+                return None;
+            }
+        };
+        if self.replay.accept(env.from, env.msg_id).is_err() {
+            self.drop_for("replayed");
+            return None;
+        }
+        Some(env)
+    }
+}
