@@ -36,8 +36,7 @@ impl Raft {
                 // Figure 2: commit up to the last entry this message vouches for, never
                 // beyond — our log may hold a stale suffix past it.
                 let last_new = ae.prev_log_index + ae.entries.len() as u64;
-                let truncated = self.log.merge(ae.entries);
-                if truncated || last_new > self.membership_index {
+                if self.log.merge(ae.entries) {
                     self.refresh_membership();
                 }
                 let new_commit = ae.leader_commit.min(last_new);

@@ -125,10 +125,13 @@ impl RaftLog {
     }
 
     /// Log Matching (§5.3): skip entries we already hold, truncate at the first conflicting
-    /// one and append the rest. Returns whether anything was truncated.
+    /// one and append the rest. Returns whether the configuration may have changed: something
+    /// was truncated or a configuration entry was appended.
     pub fn merge(&mut self, entries: Vec<Entry>) -> bool {
         let mut truncated = false;
+        let mut config = false;
         for e in entries {
+            let is_config = matches!(e.payload, myraft_wire::raft::EntryPayload::Config(_));
             if e.index <= self.snapshot_index {
                 // Covered by our snapshot, hence committed, hence identical (§5.4).
                 continue;
@@ -138,10 +141,12 @@ impl RaftLog {
                 Some(_) => {
                     self.truncate_from(e.index);
                     truncated = true;
+                    config |= is_config;
                     self.entries.push(e);
                 }
                 None => {
                     if e.index == self.last_index() + 1 {
+                        config |= is_config;
                         self.entries.push(e);
                     } else {
                         // A gap: the caller checked prev_log_index, so this cannot happen for
@@ -151,7 +156,7 @@ impl RaftLog {
                 }
             }
         }
-        truncated
+        truncated || config
     }
 
     fn truncate_from(&mut self, index: Index) {
