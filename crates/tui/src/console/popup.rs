@@ -10,9 +10,9 @@ use super::keys::{self, Action, Context, KEYS};
 use super::ui::Theme;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use myraft_wire::client::{ClientOp, Consistency, GetResult, HistoryResult};
-use ratatui::layout::{Constraint, Flex, Layout, Rect};
+use ratatui::layout::{Constraint, Flex, Layout, Margin, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Clear, Padding, Paragraph, Wrap};
 use ratatui::Frame;
 
 /// Keys and values above these sizes are refused by the nodes; say so before sending.
@@ -147,14 +147,13 @@ impl Popup {
                     ));
                 }
                 let rect = centered(area, 70, lines.len() as u16 + 2);
+                let scroll = clamp_scroll(*scroll, lines.len(), rect.inner(Margin::new(1, 1)));
                 frame.render_widget(Clear, rect);
                 frame.render_widget(
-                    Paragraph::new(lines)
-                        .scroll((clamp_scroll(*scroll, rect), 0))
-                        .block(popup_block(
-                            format!(" history {} ", format::text(key)),
-                            theme,
-                        )),
+                    Paragraph::new(lines).scroll((scroll, 0)).block(popup_block(
+                        format!(" history {} ", format::text(key)),
+                        theme,
+                    )),
                     rect,
                 );
             }
@@ -366,22 +365,51 @@ impl Confirm {
 }
 
 fn draw_help(frame: &mut Frame, area: Rect, scroll: usize, theme: &Theme) {
-    let order = [
+    let main = [
         Context::Always,
         Context::Global,
         Context::Peers,
         Context::Pending,
-        Context::Input,
-        Context::Confirm,
-        Context::View,
     ];
+    let popups = [Context::Input, Context::Confirm, Context::View];
+    let rect = centered(
+        area,
+        area.width.saturating_sub(4).min(116),
+        area.height.saturating_sub(2),
+    );
+    frame.render_widget(Clear, rect);
+    let block = popup_block(" keys (j/k scroll, Esc close) ".to_owned(), theme);
+    let inner = block.inner(rect);
+    frame.render_widget(block, rect);
+    // Side by side when there is room, so the whole table shows without scrolling.
+    if inner.width >= 100 {
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+                .spacing(2)
+                .areas(inner);
+        for (contexts, area) in [(&main[..], left), (&popups[..], right)] {
+            let lines = help_lines(contexts, theme);
+            let scroll = clamp_scroll(scroll, lines.len(), area);
+            frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)), area);
+        }
+    } else {
+        let lines = help_lines(&[&main[..], &popups[..]].concat(), theme);
+        let scroll = clamp_scroll(scroll, lines.len(), inner);
+        frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)), inner);
+    }
+}
+
+fn help_lines(contexts: &[Context], theme: &Theme) -> Vec<Line<'static>> {
     let width = KEYS
         .iter()
         .map(|b| b.label.chars().count())
         .max()
         .unwrap_or(0);
     let mut lines = Vec::new();
-    for context in order {
+    for (i, &context) in contexts.iter().enumerate() {
+        if i > 0 {
+            lines.push(Line::from(""));
+        }
         lines.push(Line::styled(context.title(), theme.heading()));
         for b in KEYS.iter().filter(|b| b.context == context) {
             lines.push(Line::from(vec![
@@ -390,21 +418,13 @@ fn draw_help(frame: &mut Frame, area: Rect, scroll: usize, theme: &Theme) {
             ]));
         }
     }
-    let rect = centered(area, 76, area.height.saturating_sub(2));
-    frame.render_widget(Clear, rect);
-    frame.render_widget(
-        Paragraph::new(lines)
-            .scroll((clamp_scroll(scroll, rect), 0))
-            .block(popup_block(
-                " keys (j/k scroll, Esc close) ".to_owned(),
-                theme,
-            )),
-        rect,
-    );
+    lines
 }
 
-fn clamp_scroll(scroll: usize, rect: Rect) -> u16 {
-    u16::try_from(scroll).unwrap_or(u16::MAX).min(rect.height)
+/// Scrolls no further than the last line reaching the bottom of `area`.
+fn clamp_scroll(scroll: usize, lines: usize, area: Rect) -> u16 {
+    let most = lines.saturating_sub(usize::from(area.height));
+    u16::try_from(scroll.min(most)).unwrap_or(u16::MAX)
 }
 
 fn field(name: &str, value: String, theme: &Theme) -> Line<'static> {
@@ -427,6 +447,7 @@ fn popup_block(title: String, theme: &Theme) -> Block<'static> {
     Block::bordered()
         .title(Span::styled(title, theme.heading()))
         .border_style(theme.focused())
+        .padding(Padding::horizontal(1))
 }
 
 /// A `width` × `height` rectangle in the middle of `area`, shrunk to fit.

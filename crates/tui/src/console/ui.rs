@@ -8,7 +8,7 @@ use myraft_wire::health::{Health, Role};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Cell, HighlightSpacing, Paragraph, Row, Table, TableState};
+use ratatui::widgets::{Block, Cell, HighlightSpacing, Padding, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 use std::time::Duration;
 
@@ -153,6 +153,7 @@ fn draw_peers(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Connection::Refused(e) => format!("the entrance answered with an error: {e}"),
             _ => "asking the entrance for the cluster status…".to_owned(),
         };
+        let block = block.padding(Padding::horizontal(1));
         frame.render_widget(Paragraph::new(text).style(theme.dim()).block(block), area);
         return;
     };
@@ -247,7 +248,7 @@ fn draw_pending(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         frame.render_widget(
             Paragraph::new("no node is waiting to join")
                 .style(theme.dim())
-                .block(block),
+                .block(block.padding(Padding::horizontal(1))),
             area,
         );
         return;
@@ -268,9 +269,9 @@ fn draw_pending(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let table = Table::new(
         rows,
         [
-            Constraint::Length(10),
+            Constraint::Length(8),
             Constraint::Length(21),
-            Constraint::Min(10),
+            Constraint::Min(8),
         ],
     )
     .block(block)
@@ -290,7 +291,7 @@ fn draw_detail(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         Some(name) => format!(" Node {name} "),
         None => " Node ".to_owned(),
     };
-    let block = pane_block(title, false, theme);
+    let block = pane_block(title, false, theme).padding(Padding::horizontal(1));
     let lines = match (&selected, &app.detail) {
         (None, _) => vec![Line::styled("no node selected", theme.dim())],
         (Some(name), Some((shown, Ok(d)))) if shown == name => detail_lines(d, theme),
