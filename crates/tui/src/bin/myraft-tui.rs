@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use myraft_tui::console::{self, Target};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Mutex;
 
 /// MyRaft operator console: cluster health on one screen, keys to act on it (? for help).
@@ -27,8 +28,19 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that says what failed and why; the terminal is already restored.
+            eprintln!("myraft-tui: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     let log = console::log_path();
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

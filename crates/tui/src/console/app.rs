@@ -183,7 +183,7 @@ impl App {
             Purpose::Detail(name) => {
                 let detail = match result {
                     Ok(ClientResponse::NodeDetail(d)) => Ok(d),
-                    Ok(other) => Err(format!("unexpected answer {other:?}")),
+                    Ok(other) => Err(unexpected(&other)),
                     Err(e) => Err(e.to_string()),
                 };
                 self.detail = Some((name, detail));
@@ -343,9 +343,7 @@ impl App {
                     self.request_detail();
                 }
             }
-            Ok(other) => {
-                self.connection = Connection::Refused(format!("unexpected answer {other:?}"))
-            }
+            Ok(other) => self.connection = Connection::Refused(unexpected(&other)),
             Err(BackendError::Cluster(e)) => self.connection = Connection::Refused(e.to_string()),
             Err(BackendError::Unreachable(e)) => self.connection = Connection::Unreachable(e),
         }
@@ -426,6 +424,24 @@ fn reselect<T>(
         .and_then(|s| items.iter().position(|i| *name(i) == s))
         .unwrap_or(index)
         .min(items.len().saturating_sub(1))
+}
+
+/// A reply of the wrong kind means client and server disagree on the protocol; name the
+/// kind rather than dump it, and log the rest.
+fn unexpected(response: &ClientResponse) -> String {
+    tracing::warn!(?response, "reply of an unexpected kind");
+    let kind = match response {
+        ClientResponse::Put(_) => "put",
+        ClientResponse::Delete(_) => "delete",
+        ClientResponse::Get(_) => "get",
+        ClientResponse::History(_) => "history",
+        ClientResponse::Compact(_) => "compact",
+        ClientResponse::Status(_) => "status",
+        ClientResponse::NodeDetail(_) => "node detail",
+        ClientResponse::PendingJoins(_) => "pending joins",
+        ClientResponse::Done => "done",
+    };
+    format!("unexpected {kind} reply; are the console and the cluster the same version?")
 }
 
 /// What the status line calls a request, as the operator would say it.
