@@ -218,6 +218,45 @@ fn screen_unreachable_keeps_last_view() {
     insta::assert_snapshot!("unreachable", screen.backend());
 }
 
+fn screen_text(app: &App) -> String {
+    let terminal = render(app);
+    let buffer = terminal.backend().buffer();
+    buffer.content.iter().map(|c| c.symbol()).collect()
+}
+
+#[test]
+fn a_narrow_terminal_keeps_the_connection_state() {
+    let app = loaded(healthy());
+    let mut terminal = Terminal::new(TestBackend::new(70, 20)).unwrap();
+    terminal.draw(|frame| ui::draw(frame, &app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    let header: String = buffer.content[..70].iter().map(|c| c.symbol()).collect();
+    assert!(
+        header.contains("● connected  updated 0.3 s ago"),
+        "{header}"
+    );
+}
+
+#[test]
+fn an_entrance_never_reached_says_so() {
+    let mut app = App::new("10.0.0.5:7000", base(), true);
+    app.on_tick(base());
+    let status = app.take_requests().pop().unwrap();
+    app.on_reply(
+        status.id,
+        Err(BackendError::Unreachable(
+            "no answer from 10.0.0.5:7000".into(),
+        )),
+    );
+    let text = screen_text(&app);
+    assert!(text.contains("● unreachable  never reached"), "{text}");
+    assert!(text.contains("no answer from the entrance yet: no answer from 10.0.0.5:7000"));
+    // Keys that need a selection explain instead of doing nothing.
+    press(&mut app, "s");
+    assert!(app.popup.is_none());
+    assert!(matches!(app.outcome, Some(Outcome::Err(_))));
+}
+
 #[test]
 fn screen_put_popup_and_running_request() {
     let mut app = loaded(healthy());

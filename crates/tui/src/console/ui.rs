@@ -82,7 +82,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     let [pending, detail] =
         Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(bottom);
 
-    frame.render_widget(header_line(app, &theme), header);
+    draw_header(frame, header, app, &theme);
     draw_peers(frame, peers, app, &theme);
     draw_pending(frame, pending, app, &theme);
     draw_detail(frame, detail, app, &theme);
@@ -93,7 +93,18 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
 }
 
-fn header_line(app: &App, theme: &Theme) -> Line<'static> {
+/// The cluster on the left, the connection on the right; on a narrow terminal the left
+/// side is cut, never the connection state.
+fn draw_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let (cluster, connection) = header_lines(app, theme);
+    let width = u16::try_from(connection.width()).unwrap_or(u16::MAX);
+    let [left, right] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
+    frame.render_widget(cluster, left);
+    frame.render_widget(connection, right);
+}
+
+fn header_lines(app: &App, theme: &Theme) -> (Line<'static>, Line<'static>) {
     let mut spans = vec![Span::styled(" MyRaft  ", theme.heading())];
     if let Some(s) = &app.status {
         let id = format!("{:016x}", s.cluster_id);
@@ -108,6 +119,7 @@ fn header_line(app: &App, theme: &Theme) -> Line<'static> {
             format::count(s.commit_index)
         )));
     }
+    let cluster = Line::from(std::mem::take(&mut spans));
     spans.push(Span::raw(format!("entrance {} ", app.entrance)));
     let since = |t: Option<std::time::Instant>| t.map(|t| app.now.saturating_duration_since(t));
     match &app.connection {
@@ -118,14 +130,20 @@ fn header_line(app: &App, theme: &Theme) -> Line<'static> {
             spans.push(Span::styled("● unreachable", theme.err()));
         }
     }
+    let unreachable = matches!(app.connection, Connection::Unreachable(_));
     match since(app.last_success) {
+        Some(d) if unreachable => spans.push(Span::styled(
+            format!("  last answer {} ago", format::ago(d)),
+            theme.err(),
+        )),
         Some(d) => spans.push(Span::raw(format!("  updated {} ago", format::ago(d)))),
         None if app.connection != Connection::Connecting => {
             spans.push(Span::styled("  never reached", theme.err()))
         }
         None => {}
     }
-    Line::from(spans)
+    spans.push(Span::raw(" "));
+    (cluster, Line::from(spans))
 }
 
 fn pane_block(title: String, focused: bool, theme: &Theme) -> Block<'static> {
