@@ -1,3 +1,5 @@
 //! Operator tools for MyRaft: the `myraft-tui` console and the scriptable `myraft` command.
 //!
-//! Not built yet: this crate only reserves its place in the workspace.
+//! - [`console`]: the `myraft-tui` console: cluster health on one screen, keys to act on it.
+
+pub mod console;

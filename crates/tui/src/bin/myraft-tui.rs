@@ -1,0 +1,72 @@
+//! `myraft-tui`: the operator console. Flags, logging, then the library's console.
+
+use anyhow::Context as _;
+use clap::Parser;
+use myraft_tui::console::{self, Target};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+/// MyRaft operator console: cluster health on one screen, keys to act on it (? for help).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Entrance addresses, comma-separated; the first that answers is used.
+    #[arg(
+        long,
+        value_name = "ADDR[,ADDR]",
+        value_delimiter = ',',
+        required_unless_present = "local"
+    )]
+    entrance: Vec<String>,
+    /// The cluster key file (see `myraft keygen`).
+    #[arg(long, value_name = "F", conflicts_with = "local")]
+    key_file: Option<PathBuf>,
+    /// Start a throw-away local cluster of N nodes (auto-approve) and watch it.
+    #[arg(long, value_name = "N", conflicts_with = "entrance", value_parser = clap::value_parser!(u16).range(1..))]
+    local: Option<u16>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line that says what failed and why; the terminal is already restored.
+            eprintln!("myraft-tui: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let log = console::log_path();
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("opening the log file {}", log.display()))?;
+    // The terminal belongs to the screen; anything printed there would tear it.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(Mutex::new(file))
+        .with_ansi(false)
+        .init();
+    tracing::info!(log = %log.display(), "myraft-tui starting");
+    let target = match args.local {
+        Some(n) => Target::Local(usize::from(n)),
+        None => Target::Entrance(args.entrance),
+    };
+    let result = console::main(target, args.key_file.as_deref()).await;
+    if let Err(e) = &result {
+        tracing::error!(error = %format!("{e:#}"), "myraft-tui failed");
+    }
+    result
+}
