@@ -1,3 +1,9 @@
 //! Operator tools for MyRaft: the `myraft-tui` console and the scriptable `myraft` command.
 //!
-//! Not built yet: this crate only reserves its place in the workspace.
+//! - [`cli`]: the `myraft` command: flags, input checks, one request through
+//!   `myraft_wire::request::Client`, output as JSON or text; `bench` lives here too.
+//! - [`local`]: a whole cluster as child processes on this machine (`myraft local`,
+//!   `bench --local`, `myraft-tui --local`).
+
+pub mod cli;
+pub mod local;
