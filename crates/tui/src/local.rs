@@ -418,6 +418,10 @@ fn spawn(
     args: &[String],
     dir: &Path,
 ) -> Result<LocalProcess, LocalError> {
+    let data_dir = dir.join(name);
+    // Created here so that a server that expects its data dir to exist finds it; an empty
+    // one means "new" to every server.
+    std::fs::create_dir_all(&data_dir).map_err(io_err("create", &data_dir))?;
     let log = dir.join(format!("{name}.log"));
     let out = OpenOptions::new()
         .create(true)
