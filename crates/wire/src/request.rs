@@ -57,6 +57,9 @@ pub const READ_SEQ_BASE: u64 = 1 << 63;
 /// the entrance's load while the cluster has none.
 const LEADER_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How many `NotLeader` hints one request follows at once before it pauses between them.
+const MAX_QUICK_REDIRECTS: u32 = 3;
+
 /// How many replies to one request may wait unread; more are duplicates and are dropped.
 const REPLY_QUEUE: usize = 8;
 
@@ -439,6 +442,7 @@ impl Client {
         let mut attempt_timeout = opts.attempt_timeout;
         let mut backoff = opts.backoff;
         let mut renewed = false;
+        let mut redirects = 0;
         let mut tried: Vec<Target> = Vec::new();
         let mut entrance_index = self.inner.preferred_entrance.load(Ordering::Relaxed);
 
@@ -506,8 +510,10 @@ impl Client {
                     return Ok((response, renewed));
                 }
                 Some(Next::Done(Err(e))) => return Err(RequestError::Server(e)),
-                Some(Next::Retry) => {}
-                Some(Next::Backoff) => {
+                // Followers that point at each other (stale hints during an election)
+                // would bounce a request at full speed; after a few hops, pause.
+                Some(Next::Retry) if redirects < MAX_QUICK_REDIRECTS => redirects += 1,
+                Some(Next::Retry | Next::Backoff) => {
                     let pause =
                         jittered(backoff).min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
