@@ -1,5 +1,11 @@
 //! Operator tools for MyRaft: the `myraft-tui` console and the scriptable `myraft` command.
 //!
+//! - [`cli`]: the `myraft` command: flags, input checks, one request through
+//!   `myraft_wire::request::Client`, output as JSON or text; `bench` lives here too.
 //! - [`console`]: the `myraft-tui` console: cluster health on one screen, keys to act on it.
+//! - [`local`]: a whole cluster as child processes on this machine (`myraft local`,
+//!   `bench --local`, `myraft-tui --local`).
 
+pub mod cli;
 pub mod console;
+pub mod local;

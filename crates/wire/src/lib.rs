@@ -14,6 +14,9 @@
 //!   - [`admission`]: joining a cluster through the entrance.
 //!   - [`health`]: the entrance's probes and the nodes' replies.
 //!   - [`client`]: client requests and the one reply type they all get.
+//! - [`request`]: the UDP request client on top of all that: routing to the leader,
+//!   retries that keep writes exactly-once, timeouts. `myraft`, the console and `bench`
+//!   use it.
 //!
 //! `strategies` (in tests, or with the `proptest` feature) generates every message for
 //! property tests, here and in the crates that use this one.
@@ -28,6 +31,7 @@ pub mod health;
 pub mod key;
 pub mod raft;
 pub mod replay;
+pub mod request;
 pub mod snapshot;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
@@ -38,3 +42,4 @@ pub use codec::{
 pub use envelope::{Body, Envelope};
 pub use key::ClusterKey;
 pub use replay::{ReplayFilter, ReplayWindow};
+pub use request::{Client, ClientOptions, RequestError};

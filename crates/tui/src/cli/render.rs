@@ -1,0 +1,522 @@
+//! Responses to output: the `--json` objects whose fields DESIGN.md fixes, and text for
+//! people. Pure functions of the response, so tests check them without a cluster.
+
+use crate::local::LocalCluster;
+use myraft_wire::client::{
+    ClientOp, ClientResponse, ClusterStatus, HistoryResult, MemberStatus, NodeDetail, PendingJoin,
+    StopTarget,
+};
+use myraft_wire::health::PeerRef;
+use serde_json::{json, Value};
+
+/// What one command prints: `json` with `--json`, else `human` on stdout and `note` (if
+/// any) on stderr.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub json: Value,
+    pub human: String,
+    pub note: Option<String>,
+}
+
+impl Report {
+    pub fn new(json: Value, human: impl Into<String>) -> Self {
+        Self {
+            json,
+            human: human.into(),
+            note: None,
+        }
+    }
+
+    pub fn print(&self, json: bool) {
+        if json {
+            println!("{}", self.json);
+            return;
+        }
+        if !self.human.is_empty() {
+            println!("{}", self.human.trim_end_matches('\n'));
+        }
+        if let Some(note) = &self.note {
+            eprintln!("{note}");
+        }
+    }
+}
+
+pub fn op_name(op: &ClientOp) -> &'static str {
+    match op {
+        ClientOp::Put { .. } => "put",
+        ClientOp::Get { .. } => "get",
+        ClientOp::Delete { .. } => "del",
+        ClientOp::History { .. } => "history",
+        ClientOp::Compact { .. } => "compact",
+        ClientOp::Status => "status",
+        ClientOp::NodeDetail { .. } => "node",
+        ClientOp::PendingJoins => "pending",
+        ClientOp::Approve { .. } => "approve",
+        ClientOp::Reject { .. } => "reject",
+        ClientOp::StopNode { .. } => "stop",
+        ClientOp::RemoveNode { .. } => "remove",
+        ClientOp::TransferLeader { .. } => "transfer",
+        ClientOp::AddMember { .. } => "add-member",
+    }
+}
+
+fn response_name(response: &ClientResponse) -> &'static str {
+    match response {
+        ClientResponse::Put(_) => "Put",
+        ClientResponse::Delete(_) => "Delete",
+        ClientResponse::Get(_) => "Get",
+        ClientResponse::History(_) => "History",
+        ClientResponse::Compact(_) => "Compact",
+        ClientResponse::Status(_) => "Status",
+        ClientResponse::NodeDetail(_) => "NodeDetail",
+        ClientResponse::PendingJoins(_) => "PendingJoins",
+        ClientResponse::Done => "Done",
+    }
+}
+
+/// The report for `response` to `op`, or the name of a response that does not fit `op`.
+/// `entrance` is the address asked, shown when the status does not name one.
+pub fn response(
+    op: &ClientOp,
+    response: ClientResponse,
+    hex: bool,
+    entrance: &str,
+) -> Result<Report, &'static str> {
+    let unexpected = response_name(&response);
+    let report = match (op, response) {
+        (ClientOp::Put { key, value }, ClientResponse::Put(r)) => Report::new(
+            json!({ "key": text(key, hex), "revision": r.revision }),
+            format!(
+                "put {} = {} (revision {})",
+                text(key, hex),
+                text(value, hex),
+                r.revision
+            ),
+        ),
+        (ClientOp::Delete { key }, ClientResponse::Delete(r)) => Report::new(
+            json!({ "key": text(key, hex), "revision": r.revision, "deleted": r.deleted }),
+            if r.deleted {
+                format!("deleted {} (revision {})", text(key, hex), r.revision)
+            } else {
+                format!(
+                    "{} did not exist; nothing deleted (revision {})",
+                    text(key, hex),
+                    r.revision
+                )
+            },
+        ),
+        (ClientOp::Get { key, .. }, ClientResponse::Get(r)) => {
+            let value = r.value.as_deref().filter(|_| r.found);
+            let mut report = Report::new(
+                json!({
+                    "key": text(key, hex),
+                    "found": r.found,
+                    "value": value.map(|v| text(v, hex)),
+                    "revision": r.revision,
+                    "create_revision": r.create_revision,
+                    "version": r.version,
+                }),
+                value.map(|v| text(v, hex)).unwrap_or_default(),
+            );
+            if let (Some(v), false) = (value, hex) {
+                if std::str::from_utf8(v).is_err() {
+                    report.json["value_hex"] = Value::String(hex_encode(v));
+                }
+            }
+            if value.is_none() {
+                report.note = Some(format!("{} not found", text(key, hex)));
+            }
+            report
+        }
+        (ClientOp::History { key }, ClientResponse::History(h)) => history(key, &h, hex),
+        (ClientOp::Compact { rev }, ClientResponse::Compact(r)) => Report::new(
+            json!({ "ok": true, "rev": rev, "compacted_before": r.compacted_before }),
+            format!(
+                "compacted: versions below revision {} are gone (each key keeps its latest)",
+                r.compacted_before
+            ),
+        ),
+        (ClientOp::Status, ClientResponse::Status(s)) => status(&s, entrance),
+        (ClientOp::NodeDetail { .. }, ClientResponse::NodeDetail(n)) => node(&n),
+        (ClientOp::PendingJoins, ClientResponse::PendingJoins(p)) => pending(&p),
+        (op, ClientResponse::Done) => done(op).ok_or(unexpected)?,
+        _ => return Err(unexpected),
+    };
+    Ok(report)
+}
+
+fn done(op: &ClientOp) -> Option<Report> {
+    let (action, name, human) = match op {
+        ClientOp::Approve { name } => ("approve", name.as_str(), format!("approved {name}")),
+        ClientOp::Reject { name } => ("reject", name.as_str(), format!("rejected {name}")),
+        ClientOp::StopNode {
+            target: StopTarget::Node { name },
+        } => (
+            "stop",
+            name.as_str(),
+            format!("stopping {name}; it stays a member and rejoins when started again"),
+        ),
+        ClientOp::StopNode {
+            target: StopTarget::All,
+        } => {
+            return Some(Report::new(
+                json!({ "ok": true, "action": "stop", "all": true }),
+                "stopping every node, then the entrance",
+            ))
+        }
+        ClientOp::RemoveNode { name } => (
+            "remove",
+            name.as_str(),
+            format!("removed {name} from the configuration; it exits now"),
+        ),
+        ClientOp::TransferLeader { name } => (
+            "transfer",
+            name.as_str(),
+            format!("leadership handed to {name}"),
+        ),
+        _ => return None,
+    };
+    Some(Report::new(
+        json!({ "ok": true, "action": action, "name": name }),
+        human,
+    ))
+}
+
+fn history(key: &[u8], h: &HistoryResult, hex: bool) -> Report {
+    let versions: Vec<Value> = h
+        .versions
+        .iter()
+        .map(|v| {
+            json!({
+                "revision": v.revision,
+                "value": v.value.as_deref().map(|x| text(x, hex)),
+                "deleted": v.deleted,
+            })
+        })
+        .collect();
+    let mut rows = vec![vec!["REVISION".to_owned(), "VALUE".to_owned()]];
+    for v in &h.versions {
+        let shown = match (&v.value, v.deleted) {
+            (_, true) => "(deleted)".to_owned(),
+            (Some(x), false) => text(x, hex),
+            (None, false) => "(no value)".to_owned(),
+        };
+        rows.push(vec![v.revision.to_string(), shown]);
+    }
+    let mut human = if h.versions.is_empty() {
+        format!("{}: no versions\n", text(key, hex))
+    } else {
+        table(&rows, &[Align::Right, Align::Left])
+    };
+    if h.compacted_before > 0 {
+        human.push_str(&format!(
+            "(versions below revision {} were compacted away)\n",
+            h.compacted_before
+        ));
+    }
+    Report::new(
+        json!({
+            "key": text(key, hex),
+            "versions": versions,
+            "compacted_before": h.compacted_before,
+        }),
+        human,
+    )
+}
+
+fn member_json(m: &MemberStatus) -> Value {
+    json!({
+        "name": m.name,
+        "addr": m.addr,
+        "role": m.role.as_str(),
+        "voter": m.voter,
+        "health": m.health.as_str(),
+        "term": m.term,
+        "commit_index": m.commit_index,
+        "applied_index": m.applied_index,
+        "last_contact_ms": m.last_contact_ms,
+    })
+}
+
+fn pending_json(p: &PendingJoin) -> Value {
+    json!({ "name": p.name, "addr": p.addr, "waiting_ms": p.waiting_ms })
+}
+
+pub fn status(s: &ClusterStatus, asked: &str) -> Report {
+    let entrance = s.entrance.clone().unwrap_or_else(|| asked.to_owned());
+    let leader = s.leader.as_ref().map(|p| p.name.clone());
+    let json = json!({
+        "leader": leader,
+        "term": s.term,
+        "commit_index": s.commit_index,
+        "entrance": entrance,
+        "cluster_id": format!("{:016x}", s.cluster_id),
+        "members": s.members.iter().map(member_json).collect::<Vec<_>>(),
+        "pending": s.pending.iter().map(pending_json).collect::<Vec<_>>(),
+    });
+
+    let mut human = format!(
+        "leader {}  term {}  commit {}  entrance {}  cluster {:016x}\n",
+        leader.as_deref().unwrap_or("none"),
+        s.term,
+        s.commit_index,
+        entrance,
+        s.cluster_id
+    );
+    if s.members.is_empty() {
+        human.push_str("no members yet: start a node with myraft-node --entrance ...\n");
+    } else {
+        let mut rows = vec![[
+            "NAME",
+            "ADDRESS",
+            "ROLE",
+            "VOTER",
+            "HEALTH",
+            "TERM",
+            "COMMIT",
+            "APPLIED",
+            "LAST CONTACT",
+        ]
+        .map(str::to_owned)
+        .to_vec()];
+        for m in &s.members {
+            rows.push(vec![
+                m.name.clone(),
+                m.addr.clone(),
+                m.role.as_str().to_owned(),
+                yes_no(m.voter).to_owned(),
+                m.health.as_str().to_owned(),
+                m.term.to_string(),
+                m.commit_index.to_string(),
+                m.applied_index.to_string(),
+                m.last_contact_ms
+                    .map_or_else(|| "-".to_owned(), duration_ms),
+            ]);
+        }
+        use Align::{Left as L, Right as R};
+        human.push_str(&table(&rows, &[L, L, L, L, L, R, R, R, R]));
+    }
+    if !s.pending.is_empty() {
+        human.push_str("\npending joins (myraft approve NAME | myraft reject NAME):\n");
+        human.push_str(&pending_table(&s.pending));
+    }
+    Report::new(json, human)
+}
+
+fn pending_table(pending: &[PendingJoin]) -> String {
+    let mut rows = vec![vec![
+        "NAME".to_owned(),
+        "ADDRESS".to_owned(),
+        "WAITING".to_owned(),
+    ]];
+    for p in pending {
+        rows.push(vec![
+            p.name.clone(),
+            p.addr.clone(),
+            duration_ms(p.waiting_ms),
+        ]);
+    }
+    table(&rows, &[Align::Left, Align::Left, Align::Right])
+}
+
+fn pending(p: &[PendingJoin]) -> Report {
+    let human = if p.is_empty() {
+        "no node is waiting to join".to_owned()
+    } else {
+        pending_table(p)
+    };
+    Report::new(
+        json!({ "pending": p.iter().map(pending_json).collect::<Vec<_>>() }),
+        human,
+    )
+}
+
+fn peer_name(p: &Option<PeerRef>) -> Option<String> {
+    p.as_ref().map(|p| p.name.clone())
+}
+
+fn node(n: &NodeDetail) -> Report {
+    let json = json!({
+        "name": n.name,
+        "addr": n.addr,
+        "role": n.role.as_str(),
+        "voter": n.voter,
+        "health": n.health.as_str(),
+        "term": n.term,
+        "voted_for": peer_name(&n.voted_for),
+        "leader": peer_name(&n.leader),
+        "commit_index": n.commit_index,
+        "applied_index": n.applied_index,
+        "last_log_index": n.last_log_index,
+        "snapshot_index": n.snapshot_index,
+        "log_bytes": n.log_bytes,
+        "data_dir_bytes": n.data_dir_bytes,
+        "uptime_ms": n.uptime_ms,
+        "dropped_datagrams": n.dropped_datagrams,
+        "id": format!("{:016x}", n.id),
+    });
+    let none = || "none".to_owned();
+    let lines = [
+        ("name", n.name.clone()),
+        ("address", n.addr.clone()),
+        ("role", n.role.as_str().to_owned()),
+        ("voter", yes_no(n.voter).to_owned()),
+        ("health", n.health.as_str().to_owned()),
+        ("term", n.term.to_string()),
+        ("voted for", peer_name(&n.voted_for).unwrap_or_else(none)),
+        ("leader", peer_name(&n.leader).unwrap_or_else(none)),
+        ("commit index", n.commit_index.to_string()),
+        ("applied index", n.applied_index.to_string()),
+        ("last log index", n.last_log_index.to_string()),
+        ("snapshot index", n.snapshot_index.to_string()),
+        ("log size", bytes(n.log_bytes)),
+        ("data dir size", bytes(n.data_dir_bytes)),
+        ("uptime", duration_ms(n.uptime_ms)),
+        ("dropped datagrams", n.dropped_datagrams.to_string()),
+    ];
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let human = lines
+        .iter()
+        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+        .collect::<String>();
+    Report::new(json, human)
+}
+
+/// What `myraft local` prints once its processes are started.
+pub fn local_started(cluster: &LocalCluster) -> Report {
+    let entrance = cluster.entrance_addr();
+    let dir = cluster.dir().display().to_string();
+    let nodes: Vec<Value> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            json!({ "name": n.name(), "addr": n.addr().to_string(),
+                    "log": n.log().display().to_string() })
+        })
+        .collect();
+    let json = json!({
+        "entrance": entrance.to_string(),
+        "dir": dir,
+        "nodes": nodes,
+        "entrance_log": cluster.entrance().log().display().to_string(),
+    });
+    let mut human = format!(
+        "entrance  {entrance}  (log {})\n",
+        cluster.entrance().log().display()
+    );
+    for n in cluster.nodes() {
+        human.push_str(&format!(
+            "{:<8}  {}  (log {})\n",
+            n.name(),
+            n.addr(),
+            n.log().display()
+        ));
+    }
+    human.push_str(&format!(
+        "data dir  {dir}\n\nTry:\n  myraft --entrance {entrance} status\n  \
+         myraft --entrance {entrance} put greeting hello\n  \
+         myraft-tui --entrance {entrance}\n\nCtrl-C stops the cluster.\n"
+    ));
+    Report::new(json, human)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// `12 ms`, `1.2 s`, `3 min 4 s`, `2 h 5 min`, `3 d 4 h`.
+pub fn duration_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        60_000..3_600_000 => format!("{} min {} s", s / 60, s % 60),
+        3_600_000..86_400_000 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `512 B`, `12.4 KiB`, `96.0 MiB`, `1.5 GiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Align {
+    Left,
+    Right,
+}
+
+/// Columns padded to their widest cell, two spaces apart, no trailing blanks.
+pub fn table(rows: &[Vec<String>], align: &[Align]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let width = widths[c];
+            let right = align.get(c) == Some(&Align::Right);
+            if c > 0 {
+                line.push_str("  ");
+            }
+            let pad = width.saturating_sub(cell.chars().count());
+            if right {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Bytes as text: UTF-8 as it is (invalid sequences replaced), or hex with `--hex`.
+pub fn text(bytes: &[u8], hex: bool) -> String {
+    if hex {
+        hex_encode(bytes)
+    } else {
+        String::from_utf8_lossy(bytes).into_owned()
+    }
+}
+
+pub fn hex_encode(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.strip_prefix("0x").unwrap_or(text);
+    if !text.len().is_multiple_of(2) || !text.is_ascii() {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
+        .collect()
+}

@@ -1,0 +1,650 @@
+//! The UDP request client shared by `myraft`, the console and `bench`.
+//!
+//! A [`Client`] sends [`ClientOp`]s and waits for the matching [`ClientReply`], retrying
+//! over a lossy network until an overall deadline:
+//!
+//! - **Routing.** Data ops (`Put`, `Get`, `Delete`, `History`, `Compact`) go straight to the
+//!   leader once it is known; admin ops go to the entrance. The leader is learned from
+//!   `Status` replies (`ClusterStatus.leader` and the members' addresses) and from
+//!   `NotLeader { hint }`. Without a known leader, a data op first asks the entrance for
+//!   `Status` (at most once a second), and otherwise goes to the entrance, which forwards it.
+//!   Silence from the leader or `NotLeader` without a hint forgets the leader. The entrance
+//!   list is tried in turn, starting with the one that answered last, so a comma-separated
+//!   list survives one entrance being away.
+//! - **Exactly once.** Writes ([`ClientOp::is_write`]) are numbered 1, 2, 3… per client id,
+//!   one write in flight per client: concurrent writes on one `Client` queue behind each
+//!   other. A retry reuses the `(client_id, seq)` of the first attempt, so the state machine
+//!   applies a write once however many copies arrive (Raft dissertation §6.3).
+//! - **Reads and admin ops** do not touch the session table; they only need the pair to
+//!   match their reply. They take sequence numbers from a separate space with the top bit set
+//!   ([`READ_SEQ_BASE`]), unique per request, so that any number of them can be in flight at
+//!   once and a write session still opens at seq 1. Servers must echo `(client_id, seq)` and
+//!   must not pass non-writes through the session table.
+//! - **Concurrency.** One socket per `Client`; a background task receives every datagram,
+//!   authenticates it ([`crate::codec::decode`]) and hands it to the request waiting on its
+//!   `(client_id, seq)`. Datagrams that fail to decode or match no waiting request are
+//!   dropped and counted ([`Client::dropped_datagrams`]). `Client` is an `Arc` inside: clone
+//!   it freely and call it from many tasks. `bench` gives each worker its own `Client`
+//!   anyway, so that its writes do not queue behind each other.
+//! - **Cluster id.** [`UNKNOWN_CLUSTER`] until the first authenticated reply tells it; from
+//!   then on requests carry it and replies of other clusters are dropped.
+//! - **Message ids** come from one process-wide counter that starts at the process start
+//!   time in microseconds (see [`crate::replay`]).
+//!
+//! A session the server expired (`SessionExpired`, after minutes of idleness) is renewed: the
+//! client picks a new id and sends the write again as seq 1. That is safe because the
+//! server did not apply it and every earlier write of this client had its answer.
+
+use crate::client::{ClientError, ClientId, ClientOp, ClientReply, ClientRequest, ClientResponse};
+use crate::codec::{decode, encode_body, EncodeError, MAX_DATAGRAM};
+use crate::envelope::{Body, UNKNOWN_CLUSTER};
+use crate::key::ClusterKey;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Sequence numbers of non-writes start here, far above any write's.
+pub const READ_SEQ_BASE: u64 = 1 << 63;
+
+/// How long a data op without a known leader waits before asking the entrance for
+/// `Status` again: often enough to find a new leader quickly, rarely enough not to double
+/// the entrance's load while the cluster has none.
+const LEADER_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How many `NotLeader` hints one request follows at once before it pauses between them.
+const MAX_QUICK_REDIRECTS: u32 = 3;
+
+/// How many replies to one request may wait unread; more are duplicates and are dropped.
+const REPLY_QUEUE: usize = 8;
+
+/// Timing of [`Client`] requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// The whole request, every retry included (`--timeout-ms`).
+    pub timeout: Duration,
+    /// How long the first attempt waits for an answer before it is sent again; doubles with
+    /// every silent attempt up to `max_attempt_timeout`.
+    pub attempt_timeout: Duration,
+    pub max_attempt_timeout: Duration,
+    /// The pause before retrying after an answer that says "not now" (no leader yet,
+    /// unavailable, server-side timeout); doubles up to `max_backoff`, with jitter.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(5_000),
+            // A write waits for an fsync on a majority; on a busy machine that can take
+            // a while, and an early retry only adds load.
+            attempt_timeout: Duration::from_millis(500),
+            max_attempt_timeout: Duration::from_millis(2_000),
+            backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The defaults with an overall timeout, the first attempt's wait capped to it.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        let default = Self::default();
+        Self {
+            timeout,
+            attempt_timeout: default.attempt_timeout.min(timeout),
+            ..default
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("no answer from {} within {ms} ms", describe_tried(.tried))]
+    Timeout { ms: u64, tried: Vec<Target> },
+    #[error(transparent)]
+    Server(ClientError),
+    #[error("network error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl RequestError {
+    /// The `"error"` code of the `--json` output.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RequestError::Timeout { .. } => "timeout",
+            RequestError::Server(e) => e.code(),
+            RequestError::Io(_) => "io",
+            RequestError::Encode(_) => "bad_request",
+        }
+    }
+}
+
+/// Where one attempt of a request went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Entrance(SocketAddr),
+    Leader(SocketAddr),
+}
+
+impl Target {
+    pub fn addr(self) -> SocketAddr {
+        match self {
+            Target::Entrance(a) | Target::Leader(a) => a,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Entrance(a) => write!(f, "entrance {a}"),
+            Target::Leader(a) => write!(f, "leader {a}"),
+        }
+    }
+}
+
+fn describe_tried(tried: &[Target]) -> String {
+    if tried.is_empty() {
+        return "anyone (no attempt was made)".to_owned();
+    }
+    tried
+        .iter()
+        .map(Target::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The next message id of this process, for every envelope any `Client` sends.
+fn next_msg_id() -> u64 {
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    NEXT.get_or_init(|| {
+        let micros = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
+        AtomicU64::new(micros)
+    })
+    .fetch_add(1, Ordering::Relaxed)
+}
+
+fn random_client_id() -> ClientId {
+    // Zero reads as "no id" in logs; avoid it.
+    rand::random::<u64>().max(1)
+}
+
+/// A request client; see the module documentation. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    entrances: Vec<SocketAddr>,
+    opts: ClientOptions,
+    /// The next write's sequence number. Held for the whole write: one write in flight.
+    write_seq: tokio::sync::Mutex<u64>,
+    next_read_seq: AtomicU64,
+    /// Index into `entrances` of the one to try first.
+    preferred_entrance: AtomicUsize,
+    leader: Mutex<LeaderCache>,
+    receiver: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+#[derive(Default)]
+struct LeaderCache {
+    addr: Option<SocketAddr>,
+    last_refresh: Option<Instant>,
+}
+
+/// Where each reply goes: the request waiting on its `(client_id, seq)`.
+type ReplySender = mpsc::Sender<(SocketAddr, ClientReply)>;
+type WaitingMap = HashMap<(ClientId, u64), ReplySender>;
+
+/// What the receive task and the requests share.
+struct Shared {
+    socket: UdpSocket,
+    key: ClusterKey,
+    client_id: AtomicU64,
+    cluster_id: AtomicU64,
+    dropped: AtomicU64,
+    waiting: Mutex<WaitingMap>,
+}
+
+impl Shared {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, WaitingMap> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn drop_one(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn receive_loop(self: Arc<Self>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            let (len, from) = match self.socket.recv_from(&mut buf).await {
+                Ok(x) => x,
+                // ICMP port unreachable and the like surface here on some systems; the
+                // request that caused them times out on its own.
+                Err(_) => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            };
+            let cluster = self.cluster_id.load(Ordering::Relaxed);
+            let expected = (cluster != UNKNOWN_CLUSTER).then_some(cluster);
+            let envelope = match decode(&buf[..len], &self.key, expected) {
+                Ok(e) => e,
+                Err(_) => {
+                    self.drop_one();
+                    continue;
+                }
+            };
+            let Body::ClientReply(reply) = envelope.body else {
+                self.drop_one();
+                continue;
+            };
+            if cluster == UNKNOWN_CLUSTER && envelope.cluster_id != UNKNOWN_CLUSTER {
+                let _ = self.cluster_id.compare_exchange(
+                    UNKNOWN_CLUSTER,
+                    envelope.cluster_id,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            let sender = self.waiting().get(&(reply.client_id, reply.seq)).cloned();
+            match sender {
+                Some(tx) if tx.try_send((from, reply)).is_ok() => {}
+                _ => self.drop_one(),
+            }
+        }
+    }
+}
+
+/// Removes a request from the waiting map however the request ends.
+struct Registration<'a> {
+    shared: &'a Shared,
+    key: (ClientId, u64),
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.shared.waiting().remove(&self.key);
+    }
+}
+
+/// What to do after one attempt.
+enum Next {
+    Done(Result<ClientResponse, ClientError>),
+    /// Try again at once (the target changed).
+    Retry,
+    /// Try again after a pause (the cluster said "not now").
+    Backoff,
+    /// Start over as a new session (write only).
+    Renew,
+}
+
+impl Client {
+    /// A client of the cluster reached through `entrances`. Binds one UDP socket of the
+    /// first entrance's address family and starts its receive task, so it must be called
+    /// inside a tokio runtime.
+    pub fn new(
+        entrances: Vec<SocketAddr>,
+        key: ClusterKey,
+        opts: ClientOptions,
+    ) -> Result<Self, RequestError> {
+        if entrances.is_empty() {
+            return Err(RequestError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "no entrance address given",
+            )));
+        }
+        let bind: SocketAddr = if entrances[0].is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let std_socket = std::net::UdpSocket::bind(bind)?;
+        std_socket.set_nonblocking(true)?;
+        let socket = UdpSocket::from_std(std_socket)?;
+        let shared = Arc::new(Shared {
+            socket,
+            key,
+            client_id: AtomicU64::new(random_client_id()),
+            cluster_id: AtomicU64::new(UNKNOWN_CLUSTER),
+            dropped: AtomicU64::new(0),
+            waiting: Mutex::new(HashMap::new()),
+        });
+        let receiver = tokio::spawn(Arc::clone(&shared).receive_loop());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                shared,
+                entrances,
+                opts,
+                write_seq: tokio::sync::Mutex::new(1),
+                next_read_seq: AtomicU64::new(READ_SEQ_BASE),
+                preferred_entrance: AtomicUsize::new(0),
+                leader: Mutex::new(LeaderCache::default()),
+                receiver,
+            }),
+        })
+    }
+
+    pub fn client_id(&self) -> ClientId {
+        self.inner.shared.client_id.load(Ordering::Relaxed)
+    }
+
+    /// The cluster id learned from replies, if any came yet.
+    pub fn cluster_id(&self) -> Option<u64> {
+        let id = self.inner.shared.cluster_id.load(Ordering::Relaxed);
+        (id != UNKNOWN_CLUSTER).then_some(id)
+    }
+
+    /// The leader address requests for data currently go to.
+    pub fn cached_leader(&self) -> Option<SocketAddr> {
+        self.leader().addr
+    }
+
+    pub fn entrances(&self) -> &[SocketAddr] {
+        &self.inner.entrances
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.opts
+    }
+
+    /// Datagrams received that failed authentication or matched no waiting request.
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.inner.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The local address of the client's socket.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.inner.shared.socket.local_addr()
+    }
+
+    fn leader(&self) -> std::sync::MutexGuard<'_, LeaderCache> {
+        self.inner
+            .leader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_leader(&self, addr: Option<SocketAddr>) {
+        self.leader().addr = addr;
+    }
+
+    /// Sends `op` and waits for its answer, retrying until [`ClientOptions::timeout`].
+    pub async fn request(&self, op: ClientOp) -> Result<ClientResponse, RequestError> {
+        let deadline = Instant::now() + self.inner.opts.timeout;
+        if op.is_write() {
+            let mut seq = self.inner.write_seq.lock().await;
+            let result = self.run(&op, *seq, deadline, true).await;
+            // Whatever happened, the next write gets a new number: a timed-out write may
+            // still be applied, and must not be confused with the next one.
+            *seq = match &result {
+                Ok((_, renewed)) if *renewed => 2,
+                _ => *seq + 1,
+            };
+            result.map(|(response, _)| response)
+        } else {
+            let seq = self.inner.next_read_seq.fetch_add(1, Ordering::Relaxed);
+            self.run(&op, seq, deadline, false)
+                .await
+                .map(|(response, _)| response)
+        }
+    }
+
+    /// Asks the entrance for `Status` to learn who leads. Errors are the caller's to
+    /// ignore: requests work without a known leader, through the entrance.
+    pub async fn refresh_leader(&self) -> Result<ClientResponse, RequestError> {
+        self.leader().last_refresh = Some(Instant::now());
+        self.request(ClientOp::Status).await
+    }
+
+    /// Returns the response and whether the session was renewed on the way.
+    async fn run(
+        &self,
+        op: &ClientOp,
+        mut seq: u64,
+        deadline: Instant,
+        write: bool,
+    ) -> Result<(ClientResponse, bool), RequestError> {
+        let data = is_data_op(op);
+        if data && self.wants_leader_refresh() {
+            self.leader().last_refresh = Some(Instant::now());
+            let budget = deadline.saturating_duration_since(Instant::now()) / 2;
+            let status_deadline = Instant::now() + budget;
+            let status_seq = self.inner.next_read_seq.fetch_add(1, Ordering::Relaxed);
+            // Failing to learn the leader is no reason to fail the request.
+            let _ = Box::pin(self.run(&ClientOp::Status, status_seq, status_deadline, false)).await;
+        }
+
+        let opts = &self.inner.opts;
+        let mut attempt_timeout = opts.attempt_timeout;
+        let mut backoff = opts.backoff;
+        let mut renewed = false;
+        let mut redirects = 0;
+        let mut tried: Vec<Target> = Vec::new();
+        let mut entrance_index = self.inner.preferred_entrance.load(Ordering::Relaxed);
+
+        let mut client_id = self.client_id();
+        let (tx, mut rx) = mpsc::channel(REPLY_QUEUE);
+        let mut registration = self.register(client_id, seq, tx.clone());
+
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RequestError::Timeout {
+                    ms: u64::try_from(opts.timeout.as_millis()).unwrap_or(u64::MAX),
+                    tried,
+                });
+            }
+            let target = match self.cached_leader() {
+                Some(leader) if data => Target::Leader(leader),
+                _ => Target::Entrance(
+                    self.inner.entrances[entrance_index % self.inner.entrances.len()],
+                ),
+            };
+            if !tried.contains(&target) {
+                tried.push(target);
+            }
+
+            let request = ClientRequest {
+                client_id,
+                seq,
+                op: op.clone(),
+            };
+            let bytes = encode_body(
+                self.inner.shared.cluster_id.load(Ordering::Relaxed),
+                client_id,
+                next_msg_id(),
+                &Body::ClientRequest(request),
+                &self.inner.shared.key,
+            )?;
+            let wait = attempt_timeout.min(deadline - now);
+            let sent = self
+                .inner
+                .shared
+                .socket
+                .send_to(&bytes, target.addr())
+                .await;
+
+            let next = match sent {
+                // An address of the other family, or an unreachable route: treat it as
+                // silence and move on to the next target.
+                Err(_) => None,
+                Ok(_) => match tokio::time::timeout(wait, rx.recv()).await {
+                    Ok(Some((from, reply))) => Some(self.judge(target, from, reply.result)),
+                    Ok(None) | Err(_) => None,
+                },
+            };
+
+            match next {
+                Some(Next::Done(Ok(response))) => {
+                    if let Target::Entrance(_) = target {
+                        self.inner.preferred_entrance.store(
+                            entrance_index % self.inner.entrances.len(),
+                            Ordering::Relaxed,
+                        );
+                    }
+                    self.learn(&response);
+                    return Ok((response, renewed));
+                }
+                Some(Next::Done(Err(e))) => return Err(RequestError::Server(e)),
+                // Followers that point at each other (stale hints during an election)
+                // would bounce a request at full speed; after a few hops, pause.
+                Some(Next::Retry) if redirects < MAX_QUICK_REDIRECTS => redirects += 1,
+                Some(Next::Retry | Next::Backoff) => {
+                    let pause =
+                        jittered(backoff).min(deadline.saturating_duration_since(Instant::now()));
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(opts.max_backoff);
+                }
+                Some(Next::Renew) if write && !renewed => {
+                    renewed = true;
+                    client_id = random_client_id();
+                    self.inner
+                        .shared
+                        .client_id
+                        .store(client_id, Ordering::Relaxed);
+                    seq = 1;
+                    drop(registration);
+                    registration = self.register(client_id, seq, tx.clone());
+                }
+                Some(Next::Renew) => {
+                    return Err(RequestError::Server(ClientError::SessionExpired));
+                }
+                None => {
+                    // Silence: forget a leader that does not answer, try the next entrance.
+                    match target {
+                        Target::Leader(_) => self.set_leader(None),
+                        Target::Entrance(_) => entrance_index += 1,
+                    }
+                    attempt_timeout = (attempt_timeout * 2).min(opts.max_attempt_timeout);
+                }
+            }
+        }
+    }
+
+    fn register(&self, client_id: ClientId, seq: u64, tx: ReplySender) -> Registration<'_> {
+        let key = (client_id, seq);
+        self.inner.shared.waiting().insert(key, tx);
+        Registration {
+            shared: &self.inner.shared,
+            key,
+        }
+    }
+
+    fn wants_leader_refresh(&self) -> bool {
+        let cache = self.leader();
+        cache.addr.is_none()
+            && cache
+                .last_refresh
+                .is_none_or(|t| t.elapsed() >= LEADER_REFRESH_INTERVAL)
+    }
+
+    fn judge(
+        &self,
+        target: Target,
+        from: SocketAddr,
+        result: Result<ClientResponse, ClientError>,
+    ) -> Next {
+        match result {
+            Err(ClientError::NotLeader { hint: Some(hint) }) => {
+                match hint.addr.parse::<SocketAddr>() {
+                    // A hint back to where we just were would loop; pause instead.
+                    Ok(addr) if addr == target.addr() || addr == from => {
+                        self.set_leader(None);
+                        Next::Backoff
+                    }
+                    Ok(addr) => {
+                        self.set_leader(Some(addr));
+                        Next::Retry
+                    }
+                    Err(_) => {
+                        self.set_leader(None);
+                        Next::Backoff
+                    }
+                }
+            }
+            Err(ClientError::NotLeader { hint: None }) => {
+                self.set_leader(None);
+                Next::Backoff
+            }
+            Err(ClientError::Unavailable { .. }) | Err(ClientError::Timeout) => Next::Backoff,
+            Err(ClientError::SessionExpired) => Next::Renew,
+            other => Next::Done(other),
+        }
+    }
+
+    fn learn(&self, response: &ClientResponse) {
+        let ClientResponse::Status(status) = response else {
+            return;
+        };
+        let addr = status.leader.as_ref().and_then(|leader| {
+            status
+                .members
+                .iter()
+                .find(|m| m.id == leader.id || m.name == leader.name)
+                .and_then(|m| m.addr.parse::<SocketAddr>().ok())
+        });
+        let mut cache = self.leader();
+        cache.addr = addr;
+        cache.last_refresh = Some(Instant::now());
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("client_id", &self.client_id())
+            .field("entrances", &self.inner.entrances)
+            .field("leader", &self.cached_leader())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `op` reads or writes data, and so is best sent to the leader.
+pub fn is_data_op(op: &ClientOp) -> bool {
+    matches!(
+        op,
+        ClientOp::Put { .. }
+            | ClientOp::Get { .. }
+            | ClientOp::Delete { .. }
+            | ClientOp::History { .. }
+            | ClientOp::Compact { .. }
+    )
+}
+
+/// Between half and all of `d`, so that many clients told "not now" at once do not all
+/// come back at once.
+fn jittered(d: Duration) -> Duration {
+    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    if nanos < 2 {
+        return d;
+    }
+    Duration::from_nanos(rand::random_range(nanos / 2..=nanos))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests;
