@@ -30,34 +30,36 @@ pub enum BackendError {
     Unreachable(String),
 }
 
-// adapter: the real backend, over the shared UDP request client. At merge time this is
-// the whole of it:
-//
-//     impl Backend for myraft_wire::request::Client {
-//         fn request(&self, op: ClientOp) -> BackendFuture<'_> {
-//             Box::pin(async move {
-//                 myraft_wire::request::Client::request(self, op).await.map_err(|e| match e {
-//                     RequestError::Client(err) => BackendError::Cluster(err),
-//                     other => BackendError::Unreachable(other.to_string()),
-//                 })
-//             })
-//         }
-//     }
-//
-// and `connect` builds that client from the entrance list and the key file.
+/// The real backend: the shared UDP request client (retries, leader cache, auth).
+impl Backend for myraft_wire::request::Client {
+    fn request(&self, op: ClientOp) -> BackendFuture<'_> {
+        Box::pin(async move {
+            myraft_wire::request::Client::request(self, op)
+                .await
+                .map_err(|e| match e {
+                    myraft_wire::request::RequestError::Server(err) => BackendError::Cluster(err),
+                    other => BackendError::Unreachable(other.to_string()),
+                })
+        })
+    }
+}
 
-/// Builds the backend the console talks to from `--entrance` and `--key-file`.
+/// Builds the backend the console talks to from `--entrance` and `--key-file`. Needs a
+/// tokio runtime (the client runs a receive task).
 pub fn connect(
     entrances: &[String],
     key_file: Option<&std::path::Path>,
 ) -> anyhow::Result<Arc<dyn Backend>> {
-    // adapter: replace with the request client once it is in this crate's dependencies.
-    let _ = key_file;
-    anyhow::bail!(
-        "this build of myraft-tui has no network client yet, so it cannot reach {}; \
-         use the myraft command instead",
-        entrances.join(",")
+    let addrs =
+        crate::cli::parse_entrances(&entrances.join(",")).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let key = crate::cli::load_key(key_file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = myraft_wire::request::Client::new(
+        addrs,
+        key,
+        myraft_wire::request::ClientOptions::default(),
     )
+    .map_err(|e| anyhow::anyhow!("cannot open a UDP socket: {e}"))?;
+    Ok(Arc::new(client))
 }
 
 /// A scripted backend for tests: answers each op with the first queued answer that

@@ -12,12 +12,31 @@ pub trait LocalHandle: Send {
     fn stop(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
+impl LocalHandle for crate::local::LocalCluster {
+    fn entrance_addr(&self) -> String {
+        crate::local::LocalCluster::entrance_addr(self).to_string()
+    }
+
+    fn key_file(&self) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    fn stop(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            for (name, status) in (*self).stop().await {
+                tracing::info!(%name, ?status, "local cluster process ended");
+            }
+        })
+    }
+}
+
 /// Starts an entrance with auto-approve and `nodes` nodes on loopback.
 pub async fn start_local(nodes: usize) -> anyhow::Result<Box<dyn LocalHandle>> {
-    // adapter: `crate::local::LocalCluster::start(opts)` with `nodes`, boxed; its
-    // `entrance_addr()` and `stop(self)` implement `LocalHandle`.
-    anyhow::bail!(
-        "this build cannot start a local cluster of {nodes} nodes yet; run `myraft local` \
-         in another terminal and pass its entrance with --entrance"
-    )
+    let opts = crate::local::LocalOptions {
+        nodes,
+        ..Default::default()
+    };
+    let cluster = crate::local::LocalCluster::start(&opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(dir = %cluster.dir().display(), "local cluster started");
+    Ok(Box::new(cluster))
 }
