@@ -199,14 +199,14 @@ impl Core {
         self.state.leader = leader;
         self.state.term = term;
         self.dirty = true;
+        let peer = leader.map(|id| self.peer_ref(id));
         if changed_leader {
-            let peer = leader.map(|id| self.peer_ref(id));
             match &peer {
                 Some(p) => info!(leader = %p.name, term, "leader is {}", p.name),
                 None => info!(term, "no leader known"),
             }
-            self.emit(EntranceEvent::Leader { leader: peer, term });
         }
+        self.emit(EntranceEvent::Leader { leader: peer, term });
         self.publish_leader();
     }
 
