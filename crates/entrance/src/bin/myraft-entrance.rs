@@ -7,6 +7,7 @@ use myraft_entrance::{Config, Entrance};
 use myraft_wire::ClusterKey;
 use std::fs::OpenOptions;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -92,8 +93,19 @@ fn cancel_on_signals(shutdown: CancellationToken) -> anyhow::Result<()> {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever RUST_BACKTRACE says: operators read this, not developers.
+            tracing::error!("{e:#}");
+            eprintln!("myraft-entrance: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     if args.probe_interval_ms == 0 {
         bail!("--probe-interval-ms must be at least 1");
     }
