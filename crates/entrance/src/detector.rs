@@ -22,7 +22,7 @@ impl Core {
         let now = Instant::now();
         self.update_health(now);
         self.review_leader();
-        self.send_probes(now);
+        self.send_probes();
         self.expire_admission(now);
         let relay_timeout = self.config.relay_timeout;
         self.relays
@@ -100,7 +100,7 @@ impl Core {
         }
     }
 
-    fn send_probes(&mut self, now: Instant) {
+    fn send_probes(&mut self) {
         for member in self.state.members.values() {
             let Some(tracker) = self.trackers.get_mut(&member.id) else {
                 continue;
@@ -112,7 +112,7 @@ impl Core {
             if tracker.nonces.len() == NONCES_KEPT {
                 tracker.nonces.pop_front();
             }
-            tracker.nonces.push_back((nonce, now));
+            tracker.nonces.push_back(nonce);
             self.outbox.push((
                 Dest::Addr(member.addr.clone()),
                 Body::Probe(Probe { nonce }),
@@ -133,12 +133,9 @@ impl Core {
             debug!(name = %reply.name, "probe reply from a node that is not a member");
             return;
         };
-        if reply.nonce != 0 {
-            let Some(&(_, sent)) = tracker.nonces.iter().find(|(n, _)| *n == reply.nonce) else {
-                self.net.count_drop("stale_probe_reply");
-                return;
-            };
-            tracker.rtt = Some(now.duration_since(sent));
+        if reply.nonce != 0 && !tracker.nonces.contains(&reply.nonce) {
+            self.net.count_drop("stale_probe_reply");
+            return;
         }
         tracker.last_contact = Some(now);
         let (role, term) = (reply.role, reply.term);
@@ -184,17 +181,15 @@ impl Core {
             return;
         }
         let voters = self.state.members.values().filter(|m| m.voter).count();
-        let quorum = voters / 2 + 1;
         let candidate = self.state.members.values().find(|m| {
             let Some(t) = self.trackers.get(&m.id) else {
                 return false;
             };
             let silent = now.duration_since(t.last_contact.unwrap_or(t.since));
-            let left = if m.voter { voters - 1 } else { voters };
             t.health == Health::Down
                 && silent >= after
                 && Some(m.id) != self.state.leader
-                && left >= quorum
+                && removal_keeps_quorum(voters, m.voter)
         });
         if let Some(member) = candidate {
             warn!(
@@ -206,6 +201,45 @@ impl Core {
                 name: member.name.clone(),
                 origin: None,
             });
+        }
+    }
+}
+
+/// Whether removing one member (a voter or not) from a configuration of `voters` voters
+/// leaves at least a quorum of the current configuration as voters: removing the dead is
+/// meant to restore a safety margin, never to shrink the cluster below what it can lose.
+fn removal_keeps_quorum(voters: usize, removing_voter: bool) -> bool {
+    let quorum = voters / 2 + 1;
+    let left = if removing_voter {
+        voters.saturating_sub(1)
+    } else {
+        voters
+    };
+    left >= quorum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::removal_keeps_quorum;
+
+    #[test]
+    fn auto_removal_never_leaves_fewer_voters_than_a_quorum() {
+        // (voters, removing a voter) → allowed
+        let cases = [
+            (1, true, false),
+            (2, true, false),
+            (3, true, true),
+            (4, true, true),
+            (5, true, true),
+            (2, false, true),
+            (1, false, true),
+        ];
+        for (voters, voter, allowed) in cases {
+            assert_eq!(
+                removal_keeps_quorum(voters, voter),
+                allowed,
+                "{voters} voters, removing a voter: {voter}"
+            );
         }
     }
 }

@@ -221,9 +221,7 @@ impl Core {
     /// The address clients should use: the one given, unless it asked for any port.
     fn entrance_addr(&self) -> String {
         match self.config.listen.parse::<SocketAddr>() {
-            Ok(given) if given.port() == 0 || given.ip().is_unspecified() => {
-                self.net.local_addr().to_string()
-            }
+            Ok(given) if given.port() == 0 => self.net.local_addr().to_string(),
             _ => self.config.listen.clone(),
         }
     }

@@ -68,8 +68,7 @@ pub(crate) struct Tracker {
     pub last_contact: Option<Instant>,
     pub reply: Option<myraft_wire::health::ProbeReply>,
     /// Nonces of the last few probes, so that only answers to recent probes count.
-    pub nonces: VecDeque<(u64, Instant)>,
-    pub rtt: Option<Duration>,
+    pub nonces: VecDeque<u64>,
     pub health: Health,
 }
 
@@ -80,7 +79,6 @@ impl Tracker {
             last_contact: None,
             reply: None,
             nonces: VecDeque::new(),
-            rtt: None,
             // Unknown until it answers or stays silent long enough to be called down.
             health: Health::Suspect,
         }
