@@ -1,0 +1,51 @@
+//! What one entrance process is told at start-up.
+
+use myraft_wire::ClusterKey;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything [`crate::start`] needs. The binary fills it from its flags; tests build it
+/// with [`Config::new`] and shorten the timings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to bind, `host:port`; port 0 picks a free one (see [`crate::Entrance::local_addr`]).
+    pub listen: String,
+    /// Holds the persistent state, the lock file and (in the binary) the log.
+    pub data_dir: PathBuf,
+    pub key: ClusterKey,
+    /// Approve every join at once instead of waiting for an operator.
+    pub auto_approve: bool,
+    /// Mean time between two probes of every member; each round is jittered by ±20 %.
+    pub probe_interval: Duration,
+    /// A member that has not answered for this long is `down`.
+    pub down_after: Duration,
+    /// Take a member out of the configuration once it has been down this long, if the
+    /// remaining voters still form a quorum. `None` (the default) never removes anyone.
+    pub auto_remove_after: Option<Duration>,
+    /// How long to wait for a node's reply to one request the entrance sends on its own
+    /// (add member, remove, stop) before it retries or gives up.
+    pub request_timeout: Duration,
+    /// How long a forwarded client request waits for the leader's reply before the entrance
+    /// forgets where to relay it.
+    pub relay_timeout: Duration,
+}
+
+impl Config {
+    pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+    pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_millis(1500);
+
+    /// Defaults of the command line, with the lab default key.
+    pub fn new(listen: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            listen: listen.into(),
+            data_dir: data_dir.into(),
+            key: ClusterKey::lab_default(),
+            auto_approve: false,
+            probe_interval: Self::DEFAULT_PROBE_INTERVAL,
+            down_after: Self::DEFAULT_DOWN_AFTER,
+            auto_remove_after: None,
+            request_timeout: Duration::from_secs(2),
+            relay_timeout: Duration::from_secs(30),
+        }
+    }
+}
