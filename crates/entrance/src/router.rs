@@ -194,6 +194,9 @@ impl Core {
             return Role::Leader;
         }
         match self.trackers.get(&member.id).and_then(|t| t.reply.as_ref()) {
+            // Its last word was "leader", but someone else leads now: that word is stale
+            // (it stopped or was cut off before it learned), so it is no longer leading.
+            Some(reply) if reply.role == Role::Leader => Role::Follower,
             Some(reply) if reply.role != Role::Learner => reply.role,
             _ => Role::Follower,
         }

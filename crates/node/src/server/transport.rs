@@ -71,7 +71,17 @@ impl Transport {
     /// Waits for the next datagram that decodes, authenticates and is not a replay.
     pub async fn recv(&mut self) -> std::io::Result<(Envelope, SocketAddr)> {
         loop {
-            let (n, from) = self.socket.recv_from(&mut self.buf).await?;
+            let (n, from) = match self.socket.recv_from(&mut self.buf).await {
+                Ok(r) => r,
+                // An error about one datagram (an ICMP report, a truncated read) is a lost
+                // datagram, not a reason to stop the node.
+                Err(e) if is_transient(&e) => {
+                    tracing::debug!(error = %e, "receive error");
+                    self.drop_for("recv_error");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if let Some(env) = self.accept(n, from) {
                 return Ok((env, from));
             }
@@ -104,4 +114,12 @@ impl Transport {
         }
         Some(env)
     }
+}
+
+fn is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | Interrupted | WouldBlock | InvalidData
+    )
 }
