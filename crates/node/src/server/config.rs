@@ -25,6 +25,9 @@ pub struct NodeConfig {
     pub max_datagram: usize,
     /// Take a snapshot once this many entries were applied since the last one.
     pub snapshot_every: u64,
+    /// Seeds the node id of a new node and the election timeouts. `None` (the default) draws
+    /// from the OS; a fixed seed makes a run on a simulated network replayable.
+    pub rng_seed: Option<u64>,
 }
 
 /// Raft timing. The defaults suit a LAN with ordinary disks: a heartbeat every 100 ms and an
@@ -64,6 +67,7 @@ impl NodeConfig {
             timing: Timing::default(),
             max_datagram: DEFAULT_PAYLOAD_BUDGET,
             snapshot_every: 10_000,
+            rng_seed: None,
         }
     }
 

@@ -22,7 +22,8 @@ mod snapshot_transfer;
 pub mod transport;
 
 pub use config::{NodeConfig, Timing};
-pub use node::run;
+pub use node::{run, run_with_socket};
+pub use transport::Socket;
 
 use crate::raft::InitialState;
 use crate::storage::{DataDirLock, DiskOptions, DiskStorage, Storage};

@@ -7,7 +7,7 @@ use super::config::NodeConfig;
 use super::identity::Identity;
 use super::join::join;
 use super::snapshot_transfer::SnapshotTransfers;
-use super::transport::Transport;
+use super::transport::{Socket, Transport};
 use super::ServerError;
 use crate::raft::{Config as RaftConfig, InitialState, Raft, RaftError, Role as RaftRole};
 use crate::state_machine::{ClientCommand, Command, LogCommand, StateMachine};
@@ -64,15 +64,41 @@ fn now_ms() -> u64 {
 /// Runs a node until `shutdown` is cancelled (Ctrl-C, SIGTERM, a `StopNode` request or a
 /// test), then flushes and returns.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| ServerError::io("create", &cfg.data_dir, e))?;
-    let _lock = DataDirLock::acquire(&cfg.data_dir)?;
+    let lock = lock_data_dir(&cfg)?;
     let socket = tokio::net::UdpSocket::bind(cfg.listen)
         .await
         .map_err(|source| ServerError::Bind {
             addr: cfg.listen,
             source,
         })?;
+    serve(cfg, Box::new(socket), shutdown, lock).await
+}
+
+/// [`run`] on a socket the caller bound, such as one of a simulated network; `cfg.listen`
+/// is not used.
+pub async fn run_with_socket(
+    cfg: NodeConfig,
+    socket: impl Socket,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let lock = lock_data_dir(&cfg)?;
+    serve(cfg, Box::new(socket), shutdown, lock).await
+}
+
+/// Taken before the socket is bound, so that a second process on the same data dir is told
+/// about the data dir, not about the port.
+fn lock_data_dir(cfg: &NodeConfig) -> Result<DataDirLock, ServerError> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| ServerError::io("create", &cfg.data_dir, e))?;
+    Ok(DataDirLock::acquire(&cfg.data_dir)?)
+}
+
+async fn serve(
+    cfg: NodeConfig,
+    socket: Box<dyn Socket>,
+    shutdown: CancellationToken,
+    _lock: DataDirLock,
+) -> Result<(), ServerError> {
     let bound = socket
         .local_addr()
         .map_err(|e| ServerError::io("inspect", Path::new("socket"), e))?;
@@ -83,7 +109,10 @@ pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), Ser
         tracing::warn!(?report.truncated_at, bytes = report.truncated_bytes, "cut a torn record from the log tail (a crash during a write)");
     }
 
-    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut rng = match cfg.rng_seed {
+        Some(seed) => StdRng::seed_from_u64(seed),
+        None => StdRng::from_rng(&mut rand::rng()),
+    };
     let (identity, t) = match Identity::load(&cfg.data_dir)? {
         Some(id) => {
             tracing::info!(node_id = %format!("{:x}", id.node_id), "restarting from {}", cfg.data_dir.display());
@@ -208,7 +237,10 @@ impl Node {
         let mut tick = tokio::time::interval(self.cfg.timing.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Polled in a fixed order, so that a run on a simulated network replays from its
+            // seed; a tick comes at most once per `timing.tick`, so it cannot starve the socket.
             tokio::select! {
+                biased;
                 _ = self.shutdown.cancelled() => break,
                 _ = tick.tick() => self.on_tick(),
                 r = self.t.recv() => {

@@ -1,5 +1,8 @@
 //! The node's one UDP socket: authenticated encode on the way out; decode, replay filter and
 //! drop counters on the way in. Nothing above this module sees raw bytes.
+//!
+//! The socket is a [`Socket`] rather than tokio's type so that tests can run the real node
+//! on a simulated network (partitions, loss, virtual time) without changing a line of it.
 
 use myraft_wire::admission::ClusterId;
 use myraft_wire::codec::{self, MAX_DATAGRAM};
@@ -7,12 +10,47 @@ use myraft_wire::envelope::{Body, Envelope, UNKNOWN_CLUSTER};
 use myraft_wire::key::ClusterKey;
 use myraft_wire::replay::ReplayFilter;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::net::UdpSocket;
+
+/// What a node needs from a datagram socket. Sends never wait: a datagram that cannot leave
+/// at once is lost, as UDP allows.
+pub trait Socket: Send + Sync + 'static {
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize>;
+    /// Waits for one datagram. Must be cancel safe: the event loop drops it on every tick.
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> RecvFuture<'a>;
+    /// A datagram already waiting; `WouldBlock` when there is none.
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)>;
+}
+
+/// Boxed so that `Socket` stays object safe and the node's future stays `Send`.
+pub type RecvFuture<'a> =
+    Pin<Box<dyn Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a>>;
+
+impl Socket for tokio::net::UdpSocket {
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        tokio::net::UdpSocket::local_addr(self)
+    }
+
+    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        tokio::net::UdpSocket::try_send_to(self, buf, to)
+    }
+
+    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> RecvFuture<'a> {
+        Box::pin(tokio::net::UdpSocket::recv_from(self, buf))
+    }
+
+    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        tokio::net::UdpSocket::try_recv_from(self, buf)
+    }
+}
 
 pub struct Transport {
-    pub socket: UdpSocket,
+    pub socket: Box<dyn Socket>,
     key: ClusterKey,
     pub cluster_id: ClusterId,
     pub me: u64,
@@ -24,7 +62,7 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(socket: UdpSocket, key: ClusterKey, cluster_id: ClusterId, me: u64) -> Self {
+    pub fn new(socket: Box<dyn Socket>, key: ClusterKey, cluster_id: ClusterId, me: u64) -> Self {
         // Message ids never repeat across restarts: start at the wall clock in µs.
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -69,7 +107,7 @@ impl Transport {
     }
 
     /// Waits for the next datagram that decodes, authenticates and is not a replay.
-    pub async fn recv(&mut self) -> std::io::Result<(Envelope, SocketAddr)> {
+    pub async fn recv(&mut self) -> io::Result<(Envelope, SocketAddr)> {
         loop {
             let (n, from) = match self.socket.recv_from(&mut self.buf).await {
                 Ok(r) => r,
