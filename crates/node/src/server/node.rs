@@ -65,9 +65,8 @@ fn now_ms() -> u64 {
 /// test), then flushes and returns.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
     let lock = lock_data_dir(&cfg)?;
-    let socket = tokio::net::UdpSocket::bind(cfg.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
+    let socket =
+        super::transport::UdpSocket::bind(cfg.listen).map_err(|source| ServerError::Bind {
             addr: cfg.listen,
             source,
         })?;

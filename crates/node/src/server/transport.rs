@@ -31,21 +31,42 @@ pub trait Socket: Send + Sync + 'static {
 pub type RecvFuture<'a> =
     Pin<Box<dyn Future<Output = io::Result<(usize, SocketAddr)>> + Send + 'a>>;
 
-impl Socket for tokio::net::UdpSocket {
+/// The node's real socket. Sends go through a non-blocking std handle on the same socket:
+/// tokio's `try_send_to` refuses with `WouldBlock` until it has seen the socket writable,
+/// which would lose the first datagrams a node sends; the kernel's answer is what counts.
+pub struct UdpSocket {
+    recv: tokio::net::UdpSocket,
+    send: std::net::UdpSocket,
+}
+
+impl UdpSocket {
+    /// Binds `addr`; must run inside a tokio runtime.
+    pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+        let std = std::net::UdpSocket::bind(addr)?;
+        std.set_nonblocking(true)?;
+        let send = std.try_clone()?;
+        Ok(UdpSocket {
+            recv: tokio::net::UdpSocket::from_std(std)?,
+            send,
+        })
+    }
+}
+
+impl Socket for UdpSocket {
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        tokio::net::UdpSocket::local_addr(self)
+        self.recv.local_addr()
     }
 
     fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        tokio::net::UdpSocket::try_send_to(self, buf, to)
+        self.send.send_to(buf, to)
     }
 
     fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> RecvFuture<'a> {
-        Box::pin(tokio::net::UdpSocket::recv_from(self, buf))
+        Box::pin(self.recv.recv_from(buf))
     }
 
     fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        tokio::net::UdpSocket::try_recv_from(self, buf)
+        self.recv.try_recv_from(buf)
     }
 }
 
