@@ -408,6 +408,15 @@ impl Core {
                         .map(|r| r.membership.clone())
                         .filter(|m| !m.members.is_empty())
                         .unwrap_or_else(|| self.current_membership());
+                    // Nodes accepted since that reply are committed members too (adds run
+                    // one at a time, each after the previous one's `Done`); without them the
+                    // view would lose the previous join until the leader's next reply.
+                    for (id, member) in &self.state.members {
+                        membership
+                            .members
+                            .entry(*id)
+                            .or_insert_with(|| member.clone());
+                    }
                     membership.members.entry(node_id).or_insert(Member {
                         id: node_id,
                         name: pending.name.clone(),

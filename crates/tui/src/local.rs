@@ -1,6 +1,11 @@
-//! A whole cluster on this machine: one `myraft-entrance` with `--auto-approve` on the base
-//! port and N `myraft-node`s on the ports after it, as child processes. Used by
-//! `myraft local`, `myraft bench --local N` and `myraft-tui --local N`.
+//! A whole cluster on this machine: one `myraft-entrance` on the base port and N
+//! `myraft-node`s on the ports after it, as child processes. Used by `myraft local`,
+//! `myraft bench --local N` and `myraft-tui --local N`.
+//!
+//! The entrance runs without `--auto-approve`, as on a real lab: a background task approves
+//! the joins of exactly the nodes started here (by name and address) until all of them are
+//! members, and any other node that asks to join waits for an operator. That is what lets
+//! the console's approve and reject be tried on a local cluster.
 //!
 //! The binaries are found next to the running program, so a `cargo build` of the
 //! workspace is all it takes. Each child writes its output to `DIR/<name>.log`; its data
@@ -16,6 +21,7 @@ use myraft_wire::request::{Client, ClientOptions};
 use myraft_wire::ClusterKey;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -30,6 +36,16 @@ pub const DEFAULT_BASE_PORT: u16 = 7000;
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// More nodes than this on one machine is a mistake, not a cluster.
 pub const MAX_NODES: usize = 99;
+/// How often the approver looks for the joins of the cluster's own nodes.
+const APPROVE_EVERY: Duration = Duration::from_millis(100);
+/// How long the approver waits, once one of its nodes asks to join, for the others to ask
+/// too. Approved together, the first founds the cluster and the others are added right
+/// after it, so the cluster is complete about when its leader shows (as it was with
+/// `--auto-approve`) rather than one join retry later.
+const GATHER_FOR: Duration = Duration::from_secs(3);
+/// The approver gives up after this; a node still waiting then is left to the operator
+/// (`myraft approve NAME`), which the warning says.
+pub const APPROVE_FOR: Duration = Duration::from_secs(120);
 
 pub const ENTRANCE_BIN: &str = "myraft-entrance";
 pub const NODE_BIN: &str = "myraft-node";
@@ -169,6 +185,19 @@ pub struct LocalCluster {
     key_file: Option<PathBuf>,
     entrance: LocalProcess,
     nodes: Vec<LocalProcess>,
+    /// Approves the joins of `nodes`; ends by itself once they are members.
+    approver: Approver,
+}
+
+/// The approval task, aborted when the cluster stops or is dropped so that it never
+/// outlives the processes it talks to.
+#[derive(Debug)]
+struct Approver(tokio::task::JoinHandle<()>);
+
+impl Drop for Approver {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl LocalCluster {
@@ -225,7 +254,6 @@ impl LocalCluster {
             entrance_addr.to_string(),
             "--data-dir".to_owned(),
             dir.join("entrance").display().to_string(),
-            "--auto-approve".to_owned(),
         ];
         push_key_file(&mut entrance_args, key_file.as_deref());
         let entrance = spawn(
@@ -254,11 +282,21 @@ impl LocalCluster {
             // On failure the children started so far are dropped, which kills them.
             nodes.push(spawn(&node_bin, &name, addr, &args, &dir)?);
         }
+        let own: Vec<(String, String)> = nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.addr.to_string()))
+            .collect();
+        let approver = Approver(tokio::spawn(approve_own_nodes(
+            entrance_addr,
+            key_file.clone(),
+            own,
+        )));
         Ok(Self {
             dir,
             key_file,
             entrance,
             nodes,
+            approver,
         })
     }
 
@@ -280,10 +318,7 @@ impl LocalCluster {
 
     /// The key the cluster was started with.
     pub fn key(&self) -> Result<ClusterKey, myraft_wire::key::KeyError> {
-        match &self.key_file {
-            Some(f) => ClusterKey::from_file(f).map(|loaded| loaded.key),
-            None => Ok(ClusterKey::lab_default()),
-        }
+        load_key(self.key_file.as_deref())
     }
 
     /// Children that exited since the last call, with how they ended. A node stopped with
@@ -312,6 +347,7 @@ impl LocalCluster {
     /// SIGKILL; then the same for the entrance. Returns once none is left, with how each
     /// ended (`None` only if even waiting for it failed).
     pub async fn stop(mut self) -> Vec<(String, Option<ExitStatus>)> {
+        self.approver.0.abort();
         terminate(&mut self.nodes).await;
         terminate(std::slice::from_mut(&mut self.entrance)).await;
         self.nodes
@@ -348,6 +384,130 @@ pub async fn wait_for_leader(
     None
 }
 
+/// Approves the joins of `own` (name, address) at the entrance until every one of them is a
+/// member, or [`APPROVE_FOR`] passes. A pending join of any other name or address is left
+/// to the operator. Failures are expected while the entrance starts, so they are logged
+/// quietly, and loudly only when giving up.
+async fn approve_own_nodes(
+    entrance: SocketAddr,
+    key_file: Option<PathBuf>,
+    own: Vec<(String, String)>,
+) {
+    let key = match load_key(key_file.as_deref()) {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::warn!(
+                "cannot approve the local nodes: {e}; approve them with `myraft approve NAME`"
+            );
+            return;
+        }
+    };
+    let opts = ClientOptions::with_timeout(Duration::from_secs(1));
+    let client = match Client::new(vec![entrance], key, opts) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!(
+                "cannot approve the local nodes: {e}; approve them with `myraft approve NAME`"
+            );
+            return;
+        }
+    };
+    let deadline = Instant::now() + APPROVE_FOR;
+    let mut first_waiting: Option<Instant> = None;
+    let mut last_error = String::new();
+    loop {
+        let gathered = first_waiting.is_some_and(|t| t.elapsed() >= GATHER_FOR);
+        match approve_round(&client, &own, gathered).await {
+            Ok(Round::AllMembers) => {
+                tracing::info!("every local node is a member");
+                return;
+            }
+            Ok(Round::Gathering) => {
+                first_waiting.get_or_insert_with(Instant::now);
+            }
+            Ok(Round::Waiting) => {}
+            Err(e) => {
+                tracing::debug!("approving the local nodes: {e}");
+                last_error = e;
+            }
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<&str> = own.iter().map(|(name, _)| name.as_str()).collect();
+            tracing::warn!(
+                "gave up approving the local nodes ({}) after {} s (last error: {}); \
+                 `myraft pending` lists the ones still waiting, `myraft approve NAME` admits one",
+                names.join(", "),
+                APPROVE_FOR.as_secs(),
+                if last_error.is_empty() {
+                    "none"
+                } else {
+                    &last_error
+                },
+            );
+            return;
+        }
+        // Polling processes we do not control; there is nothing to wait on but time.
+        tokio::time::sleep(APPROVE_EVERY).await;
+    }
+}
+
+/// What one look at the entrance found.
+#[derive(Debug, PartialEq, Eq)]
+enum Round {
+    AllMembers,
+    /// Some of the nodes wait, others have not asked yet; none was approved.
+    Gathering,
+    /// Whatever of ours waited was approved, or nothing of ours waits.
+    Waiting,
+}
+
+/// One look at the entrance. Approves the waiting nodes of `own`, in their order, once all
+/// of `own` are waiting or members, or at once if `gathered` (the others had their time).
+async fn approve_round(
+    client: &Client,
+    own: &[(String, String)],
+    gathered: bool,
+) -> Result<Round, String> {
+    let members: HashSet<String> = match client.request(ClientOp::Status).await {
+        Ok(ClientResponse::Status(status)) => status.members.into_iter().map(|m| m.name).collect(),
+        Ok(other) => return Err(format!("unexpected answer to status: {other:?}")),
+        Err(e) => return Err(format!("status: {e}")),
+    };
+    if own.iter().all(|(name, _)| members.contains(name)) {
+        return Ok(Round::AllMembers);
+    }
+    let pending = match client.request(ClientOp::PendingJoins).await {
+        Ok(ClientResponse::PendingJoins(pending)) => pending,
+        Ok(other) => return Err(format!("unexpected answer to pending: {other:?}")),
+        Err(e) => return Err(format!("pending: {e}")),
+    };
+    // Name and address both: a stranger that took a local node's name still waits.
+    let waiting: Vec<&str> = own
+        .iter()
+        .filter(|(name, addr)| pending.iter().any(|p| p.name == *name && p.addr == *addr))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if waiting.is_empty() {
+        return Ok(Round::Waiting);
+    }
+    let everyone_asked = own
+        .iter()
+        .all(|(name, _)| members.contains(name) || waiting.contains(&name.as_str()));
+    if !everyone_asked && !gathered {
+        return Ok(Round::Gathering);
+    }
+    for name in waiting {
+        let op = ClientOp::Approve {
+            name: name.to_owned(),
+        };
+        match client.request(op).await {
+            Ok(_) => tracing::info!(%name, "approved the join of local node {name}"),
+            Err(e) => return Err(format!("approve {name}: {e}")),
+        }
+    }
+    Ok(Round::Waiting)
+}
+
 async fn terminate(processes: &mut [LocalProcess]) {
     for p in processes.iter_mut() {
         p.terminate();
@@ -355,6 +515,13 @@ async fn terminate(processes: &mut [LocalProcess]) {
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     for p in processes.iter_mut() {
         p.wait_until(deadline).await;
+    }
+}
+
+fn load_key(key_file: Option<&Path>) -> Result<ClusterKey, myraft_wire::key::KeyError> {
+    match key_file {
+        Some(f) => ClusterKey::from_file(f).map(|loaded| loaded.key),
+        None => Ok(ClusterKey::lab_default()),
     }
 }
 
@@ -576,10 +743,12 @@ mod tests {
 
         let entrance_log = std::fs::read_to_string(data.path().join("entrance.log")).unwrap();
         let expected = format!(
-            "--listen 127.0.0.1:{base_port} --data-dir {} --auto-approve",
+            "--listen 127.0.0.1:{base_port} --data-dir {}",
             data.path().join("entrance").display()
         );
         assert!(entrance_log.contains(&expected), "{entrance_log}");
+        // The cluster approves its own nodes; anyone else waits for an operator.
+        assert!(!entrance_log.contains("--auto-approve"), "{entrance_log}");
         assert!(entrance_log.contains("bye"), "SIGTERM reached the entrance");
         let n2_log = std::fs::read_to_string(data.path().join("n2.log")).unwrap();
         let expected = format!(

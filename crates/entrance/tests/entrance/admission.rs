@@ -170,6 +170,29 @@ async fn later_join_is_added_through_the_leader_as_a_learner() {
 }
 
 #[tokio::test]
+async fn joins_added_back_to_back_keep_each_other_in_the_membership() {
+    let (entrance, mut n1) = cluster_with_leader().await;
+    let mut n2 = FakeNode::start("n2", 0x22, entrance.cluster_id).await;
+    let mut n3 = FakeNode::start("n3", 0x33, entrance.cluster_id).await;
+    n2.ask_to_join(entrance.addr, &n2.addr.to_string(), Some(0x22))
+        .await;
+    n3.ask_to_join(entrance.addr, &n3.addr.to_string(), Some(0x33))
+        .await;
+    // Both adds go through before n1's next probe reply, which would name n2.
+    n1.next_request().await;
+    n1.next_request().await;
+    let (_, first) = n2.wait_accepted().await;
+    let (_, second) = n3.wait_accepted().await;
+    let ids = |m: &myraft_wire::raft::Membership| m.members.keys().copied().collect::<Vec<_>>();
+    let (earlier, later) = match first.members.len() <= second.members.len() {
+        true => (first, second),
+        false => (second, first),
+    };
+    assert_eq!(ids(&earlier).len(), 2, "{earlier:?}");
+    assert_eq!(ids(&later), [0x11, 0x22, 0x33], "{later:?}");
+}
+
+#[tokio::test]
 async fn node_id_taken_by_a_member_is_replaced() {
     let (entrance, _n1) = cluster_with_leader().await;
     // Asks for n1's id (while sending from its own, so that n1's replay window is not

@@ -22,7 +22,8 @@ struct Args {
     /// The cluster key file (see `myraft keygen`).
     #[arg(long, value_name = "F", conflicts_with = "local")]
     key_file: Option<PathBuf>,
-    /// Start a throw-away local cluster of N nodes (auto-approve) and watch it.
+    /// Start a throw-away local cluster of N nodes and watch it (it admits its own nodes;
+    /// any other node that joins waits for approval).
     #[arg(long, value_name = "N", conflicts_with = "entrance", value_parser = clap::value_parser!(u16).range(1..))]
     local: Option<u16>,
 }

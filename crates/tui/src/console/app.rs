@@ -336,6 +336,11 @@ impl App {
                 self.peer = reselect(&status.members, |m| &m.name, peer, self.peer);
                 self.pending = reselect(&status.pending, |p| &p.name, pending, self.pending);
                 let first = self.status.is_none();
+                let had_pending = self.status.as_ref().is_some_and(|s| !s.pending.is_empty());
+                if had_pending && status.pending.is_empty() && self.focus == Pane::Pending {
+                    // The last join was decided; j/k would move nothing in an empty pane.
+                    self.focus = Pane::Peers;
+                }
                 self.status = Some(status);
                 self.connection = Connection::Connected;
                 self.last_success = Some(self.now);
@@ -402,7 +407,13 @@ impl App {
             (_, ClientResponse::Done) => {
                 // Membership or leadership changed: show it now, not at the next poll.
                 self.poll(true);
-                format!("{what}: done")
+                match &op {
+                    // Approved is not yet a member; say what comes next.
+                    ClientOp::Approve { name } => {
+                        format!("approved {name}: it joins as a learner, then votes once caught up")
+                    }
+                    _ => format!("{what}: done"),
+                }
             }
             (_, other) => {
                 self.outcome = Some(Outcome::Err(format!("{what}: unexpected answer {other:?}")));

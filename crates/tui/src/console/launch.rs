@@ -30,7 +30,7 @@ impl LocalHandle for crate::local::LocalCluster {
     }
 }
 
-/// Starts an entrance with auto-approve and `nodes` nodes on loopback.
+/// Starts an entrance and `nodes` nodes on loopback; the cluster admits its own nodes.
 pub async fn start_local(nodes: usize) -> anyhow::Result<Box<dyn LocalHandle>> {
     let opts = crate::local::LocalOptions {
         nodes,

@@ -372,30 +372,36 @@ fn draw_help(frame: &mut Frame, area: Rect, scroll: usize, theme: &Theme) {
         Context::Pending,
     ];
     let popups = [Context::Input, Context::Confirm, Context::View];
-    let rect = centered(
-        area,
-        area.width.saturating_sub(4).min(116),
-        area.height.saturating_sub(2),
-    );
+    // Below the header and above the hint and status lines, which stay in view.
+    let area = Rect {
+        y: area.y.saturating_add(1),
+        height: area.height.saturating_sub(3),
+        ..area
+    };
+    let width = area.width.saturating_sub(4).min(116);
+    // Side by side when there is room, so the whole table shows without scrolling.
+    let side_by_side = width.saturating_sub(4) >= 100;
+    let columns = match side_by_side {
+        true => vec![help_lines(&main, theme), help_lines(&popups, theme)],
+        false => vec![help_lines(&[&main[..], &popups[..]].concat(), theme)],
+    };
+    let tallest = columns.iter().map(Vec::len).max().unwrap_or(0);
+    let height = u16::try_from(tallest).unwrap_or(u16::MAX).saturating_add(2);
+    let rect = centered(area, width, height);
     frame.render_widget(Clear, rect);
     let block = popup_block(" keys (j/k scroll, Esc close) ".to_owned(), theme);
     let inner = block.inner(rect);
     frame.render_widget(block, rect);
-    // Side by side when there is room, so the whole table shows without scrolling.
-    if inner.width >= 100 {
-        let [left, right] =
-            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
-                .spacing(2)
-                .areas(inner);
-        for (contexts, area) in [(&main[..], left), (&popups[..], right)] {
-            let lines = help_lines(contexts, theme);
-            let scroll = clamp_scroll(scroll, lines.len(), area);
-            frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)), area);
-        }
-    } else {
-        let lines = help_lines(&[&main[..], &popups[..]].concat(), theme);
-        let scroll = clamp_scroll(scroll, lines.len(), inner);
-        frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)), inner);
+    let areas: Vec<Rect> = match side_by_side {
+        true => Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)])
+            .spacing(2)
+            .split(inner)
+            .to_vec(),
+        false => vec![inner],
+    };
+    for (lines, area) in columns.into_iter().zip(areas) {
+        let scroll = clamp_scroll(scroll, lines.len(), area);
+        frame.render_widget(Paragraph::new(lines).scroll((scroll, 0)), area);
     }
 }
 

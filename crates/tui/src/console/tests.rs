@@ -237,6 +237,106 @@ fn a_narrow_terminal_keeps_the_connection_state() {
     );
 }
 
+/// The screen as rows of text, at any size.
+fn screen_rows(app: &App, width: u16, height: u16) -> Vec<String> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| ui::draw(frame, app)).unwrap();
+    let buffer = terminal.backend().buffer();
+    buffer
+        .content
+        .chunks(usize::from(width))
+        .map(|row| row.iter().map(|c| c.symbol()).collect())
+        .collect()
+}
+
+#[test]
+fn at_100_columns_nothing_is_cut_mid_word() {
+    let app = loaded(with_pending());
+    let rows = screen_rows(&app, 100, 30);
+    let header = &rows[0];
+    // Items that do not fit are left out whole, the cluster id first.
+    assert!(header.contains("leader n2  term 14"), "{header}");
+    assert!(!header.contains("cluster"), "{header}");
+    assert!(
+        header.contains("● connected  updated 0.3 s ago"),
+        "{header}"
+    );
+    let text = rows.join("\n");
+    // Whole addresses, with their ports, and how long a join has waited.
+    for needle in [
+        "10.0.0.13:7001",
+        "10.0.0.14:7001",
+        "10.0.0.15:7001",
+        "waiting 42 s",
+    ] {
+        assert!(text.contains(needle), "{needle} missing:\n{text}");
+    }
+}
+
+#[test]
+fn a_down_node_s_details_say_they_are_its_last_report() {
+    let mut app = loaded(down_leader());
+    press(&mut app, "j");
+    let mut detail = detail("n2");
+    detail.health = Health::Down;
+    for request in app.take_requests() {
+        if let ClientOp::NodeDetail { .. } = request.op {
+            app.on_reply(request.id, Ok(ClientResponse::NodeDetail(detail.clone())));
+        }
+    }
+    let text = screen_text(&app);
+    assert!(
+        text.contains("no answer for 4.8 s: these are its last reported figures"),
+        "{text}"
+    );
+    let healthy = screen_text(&loaded(healthy()));
+    assert!(!healthy.contains("last reported"), "{healthy}");
+}
+
+#[test]
+fn the_help_overlay_leaves_the_hint_and_status_lines_in_view() {
+    let mut app = loaded(healthy());
+    press(&mut app, "?");
+    for (width, height) in [(WIDTH, HEIGHT), (100, 30), (160, 45)] {
+        let rows = screen_rows(&app, width, height);
+        let hints = &rows[usize::from(height) - 2];
+        assert!(
+            hints.starts_with(" Esc/q close"),
+            "{width}x{height}: {hints:?}"
+        );
+        assert!(
+            rows[0].contains("● connected"),
+            "{width}x{height}: {:?}",
+            rows[0]
+        );
+    }
+}
+
+#[test]
+fn approving_the_last_pending_join_returns_the_focus_to_the_peers() {
+    let mut app = loaded(with_pending());
+    app.on_key(key(KeyCode::Tab));
+    assert_eq!(app.focus, Pane::Pending);
+    press(&mut app, "a");
+    let approve = app.take_requests().pop().unwrap();
+    app.on_reply(approve.id, Ok(ClientResponse::Done));
+    assert!(
+        matches!(&app.outcome, Some(Outcome::Ok(m)) if m.starts_with("approved n5: it joins as a learner")),
+        "{:?}",
+        app.outcome
+    );
+    let mut joined = with_pending();
+    joined.pending.clear();
+    answer_all(&mut app, &joined);
+    assert_eq!(app.focus, Pane::Peers);
+    // An empty pane the operator chose stays chosen.
+    app.on_key(key(KeyCode::Tab));
+    app.now += Duration::from_secs(2);
+    app.on_tick(app.now);
+    answer_all(&mut app, &joined);
+    assert_eq!(app.focus, Pane::Pending);
+}
+
 #[test]
 fn an_entrance_never_reached_says_so() {
     let mut app = App::new("10.0.0.5:7000", base(), true);

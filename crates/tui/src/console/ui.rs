@@ -94,17 +94,26 @@ pub fn draw(frame: &mut Frame, app: &App) {
 }
 
 /// The cluster on the left, the connection on the right; on a narrow terminal the left
-/// side is cut, never the connection state.
+/// side loses whole items, least useful first, never the connection state.
 fn draw_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
-    let (cluster, connection) = header_lines(app, theme);
+    let (mut cluster, connection) = header_lines(app, theme);
     let width = u16::try_from(connection.width()).unwrap_or(u16::MAX);
     let [left, right] =
         Layout::horizontal([Constraint::Min(0), Constraint::Length(width)]).areas(area);
-    frame.render_widget(cluster, left);
+    // A word cut in half ("co" of "commit") reads as nonsense; drop it instead.
+    let fits = |spans: &[Span]| spans.iter().map(Span::width).sum::<usize>() <= left.width.into();
+    if !fits(&cluster) && cluster.len() > 1 {
+        cluster.remove(1);
+    }
+    while !fits(&cluster) && cluster.len() > 1 {
+        cluster.pop();
+    }
+    frame.render_widget(Line::from(cluster), left);
     frame.render_widget(connection, right);
 }
 
-fn header_lines(app: &App, theme: &Theme) -> (Line<'static>, Line<'static>) {
+/// The cluster's spans (the cluster id second, as the first to go) and the connection line.
+fn header_lines(app: &App, theme: &Theme) -> (Vec<Span<'static>>, Line<'static>) {
     let mut spans = vec![Span::styled(" MyRaft  ", theme.heading())];
     if let Some(s) = &app.status {
         let id = format!("{:016x}", s.cluster_id);
@@ -113,13 +122,13 @@ fn header_lines(app: &App, theme: &Theme) -> (Line<'static>, Line<'static>) {
             Some(l) => spans.push(Span::raw(format!("leader {}  ", l.name))),
             None => spans.push(Span::styled("no leader  ", theme.err())),
         }
+        spans.push(Span::raw(format!("term {}  ", s.term)));
         spans.push(Span::raw(format!(
-            "term {}  commit {}   ",
-            s.term,
+            "commit {}   ",
             format::count(s.commit_index)
         )));
     }
-    let cluster = Line::from(std::mem::take(&mut spans));
+    let cluster = std::mem::take(&mut spans);
     spans.push(Span::raw(format!("entrance {} ", app.entrance)));
     let since = |t: Option<std::time::Instant>| t.map(|t| app.now.saturating_duration_since(t));
     match &app.connection {
@@ -196,23 +205,33 @@ fn draw_peers(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         }),
     )
     .style(theme.heading());
-    let rows = status
+    let rows: Vec<Row> = status
         .members
         .iter()
-        .map(|m| peer_row(m, status.commit_index, theme));
+        .map(|m| peer_row(m, status.commit_index, theme))
+        .collect();
+    // Sized to what they hold, so that a narrow terminal cuts nothing a fixed width wasted
+    // (an address lost its port at 100 columns).
+    let widest = |header: &str, cell: &dyn Fn(&MemberStatus) -> usize| {
+        let widest = status.members.iter().map(cell).max().unwrap_or(0);
+        u16::try_from(widest.max(header.chars().count())).unwrap_or(u16::MAX)
+    };
     let widths = [
-        Constraint::Length(10),
-        Constraint::Length(21),
-        Constraint::Length(10),
+        Constraint::Length(widest("NAME", &|m| m.name.chars().count())),
+        Constraint::Length(widest("ADDRESS", &|m| m.addr.chars().count())),
+        Constraint::Length(9),
         Constraint::Length(5),
-        Constraint::Length(10),
-        Constraint::Length(6),
-        Constraint::Length(11),
-        Constraint::Length(11),
-        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(widest("TERM", &|m| m.term.to_string().len())),
+        Constraint::Length(widest("COMMIT", &|m| format::count(m.commit_index).len())),
+        Constraint::Length(widest("APPLIED", &|m| format::count(m.applied_index).len())),
+        Constraint::Length(widest("TRAILS", &|m| {
+            format::count(status.commit_index.saturating_sub(m.commit_index)).len()
+        })),
         Constraint::Min(12),
     ];
     let table = Table::new(rows, widths)
+        .column_spacing(2)
         .header(header)
         .block(block)
         .highlight_symbol("▶")
@@ -246,7 +265,7 @@ fn peer_row(m: &MemberStatus, commit: u64, theme: &Theme) -> Row<'static> {
         right(format::count(m.commit_index)),
         right(format::count(m.applied_index)),
         right(trails),
-        Cell::from(format!("  {contact}")),
+        Cell::from(contact),
     ]);
     match m.role {
         Role::Learner => row.style(theme.dim()),
@@ -284,14 +303,18 @@ fn draw_pending(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             )),
         ])
     });
+    let widest = |cell: &dyn Fn(&myraft_wire::client::PendingJoin) -> usize| {
+        u16::try_from(pending.iter().map(cell).max().unwrap_or(0)).unwrap_or(u16::MAX)
+    };
     let table = Table::new(
         rows,
         [
-            Constraint::Length(8),
-            Constraint::Length(21),
+            Constraint::Length(widest(&|p| p.name.chars().count())),
+            Constraint::Length(widest(&|p| p.addr.chars().count())),
             Constraint::Min(8),
         ],
     )
+    .column_spacing(2)
     .block(block)
     .highlight_symbol("▶")
     .highlight_spacing(HighlightSpacing::Always)
@@ -312,7 +335,22 @@ fn draw_detail(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let block = pane_block(title, false, theme).padding(Padding::horizontal(1));
     let lines = match (&selected, &app.detail) {
         (None, _) => vec![Line::styled("no node selected", theme.dim())],
-        (Some(name), Some((shown, Ok(d)))) if shown == name => detail_lines(d, theme),
+        (Some(name), Some((shown, Ok(d)))) if shown == name => {
+            let mut lines = detail_lines(d, theme);
+            // The entrance answers from the node's last probe reply: a down node's uptime
+            // and indexes stand still, and must not read as current.
+            if d.health != Health::Up {
+                let silent = app
+                    .selected_peer()
+                    .and_then(|m| m.last_contact_ms)
+                    .map_or("a while".to_owned(), format::millis);
+                lines.push(Line::styled(
+                    format!("no answer for {silent}: these are its last reported figures"),
+                    theme.health(d.health),
+                ));
+            }
+            lines
+        }
         (Some(name), Some((shown, Err(e)))) if shown == name => {
             vec![Line::styled(format!("✘ {e}"), theme.err())]
         }
