@@ -447,10 +447,13 @@ fn a_cluster_of_real_processes_through_joins_failures_and_admin_commands() {
         !exit.success(),
         "a refused node exits non-zero ({exit}): {said}"
     );
+    // Its startup line, then the reason: one line an operator reads, no backtrace.
+    let last = said.lines().last().unwrap_or_default();
     assert!(
-        said.contains("name n2 is taken"),
-        "the refused node says the name is taken: {said:?}"
+        last.starts_with("myraft-node: ") && last.contains("name n2 is taken"),
+        "the refused node's last word says the name is taken: {said:?}"
     );
+    assert_eq!(said.lines().count(), 2, "{said:?}");
     let after = c.status().unwrap();
     assert_eq!(
         after.names(),
