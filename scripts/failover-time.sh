@@ -41,7 +41,11 @@ cleanup() {
         wait "$LOCAL_PID" 2>/dev/null || true
     fi
     for pid in "${RESTARTED[@]}"; do
-        wait "$pid" 2>/dev/null || true
+        for _ in $(seq 100); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
     done
     echo "failover-time: cluster stopped; data and logs in $DIR"
 }
@@ -97,6 +101,8 @@ for round in $(seq 1 "$ROUNDS"); do
     "$BIN/myraft-node" --name "$leader" --listen "127.0.0.1:$port" --entrance "$ENTRANCE" \
         --data-dir "$DIR/$leader" >>"$DIR/$leader.log" 2>&1 &
     RESTARTED+=("$!")
+    # Not a job of this shell: the next round SIGKILLs it, and bash would report that.
+    disown "$!"
     wait_healthy
 done
 
