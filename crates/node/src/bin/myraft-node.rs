@@ -7,6 +7,7 @@ use myraft_node::server::{run, NodeConfig, Timing};
 use myraft_wire::key::ClusterKey;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -56,8 +57,19 @@ fn resolve(s: &str, flag: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{flag} {s:?} resolves to no address"))
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> ExitCode {
+    match run_node(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever RUST_BACKTRACE says: operators read this, not developers.
+            tracing::error!("{e:#}");
+            eprintln!("myraft-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_node(args: Args) -> anyhow::Result<()> {
     if args.name.trim().is_empty() {
         bail!("--name must not be empty");
     }
