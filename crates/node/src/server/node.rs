@@ -635,39 +635,34 @@ impl Node {
             },
         }
         .encode();
-        match self.raft.propose(payload) {
-            Ok(p) => {
-                self.pending_writes.insert(
-                    p.index,
-                    PendingWrite {
-                        term: p.term,
-                        addr,
-                        client_id,
-                        seq,
-                        kind: PendingKind::Write,
-                    },
-                );
-            }
-            Err(e) => {
-                let e = self.raft_error(e);
-                self.reply(addr, client_id, seq, Err(e));
-            }
-        }
+        let proposed = self.raft.propose(payload);
+        self.track_proposal(proposed, PendingKind::Write, addr, client_id, seq);
     }
 
     fn propose_config(&mut self, addr: SocketAddr, client_id: u64, seq: u64, next: Membership) {
-        match self.raft.propose_membership(next) {
+        let proposed = self.raft.propose_membership(next);
+        self.track_proposal(proposed, PendingKind::Config, addr, client_id, seq);
+    }
+
+    /// Remembers who waits for a proposal's entry, or tells them at once why it was refused.
+    fn track_proposal(
+        &mut self,
+        proposed: Result<crate::raft::Proposal, RaftError>,
+        kind: PendingKind,
+        addr: SocketAddr,
+        client_id: u64,
+        seq: u64,
+    ) {
+        match proposed {
             Ok(p) => {
-                self.pending_writes.insert(
-                    p.index,
-                    PendingWrite {
-                        term: p.term,
-                        addr,
-                        client_id,
-                        seq,
-                        kind: PendingKind::Config,
-                    },
-                );
+                let w = PendingWrite {
+                    term: p.term,
+                    addr,
+                    client_id,
+                    seq,
+                    kind,
+                };
+                self.pending_writes.insert(p.index, w);
             }
             Err(e) => {
                 let e = self.raft_error(e);

@@ -840,7 +840,7 @@ impl Sim {
                 .count();
             if votes >= quorum {
                 self.fail(&format!(
-                    "n{leader} counts index {} (term {}) committed, but n{c}, which lacks it,                      can still win {votes} of {} votes",
+                    "n{leader} counts index {} (term {}) committed, but n{c}, which lacks it, can still win {votes} of {} votes",
                     e.index,
                     e.term,
                     voters.len()
