@@ -428,32 +428,8 @@ fn yes_no(b: bool) -> &'static str {
     }
 }
 
-/// `12 ms`, `1.2 s`, `3 min 4 s`, `2 h 5 min`, `3 d 4 h`.
-pub fn duration_ms(ms: u64) -> String {
-    let s = ms / 1000;
-    match ms {
-        0..1_000 => format!("{ms} ms"),
-        1_000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        60_000..3_600_000 => format!("{} min {} s", s / 60, s % 60),
-        3_600_000..86_400_000 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
-/// `512 B`, `12.4 KiB`, `96.0 MiB`, `1.5 GiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut value = n as f64 / 1024.0;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", UNITS[unit])
-}
+// The console and the command print sizes and durations the same way.
+pub use crate::console::format::{bytes, millis as duration_ms};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Align {
