@@ -89,6 +89,9 @@ impl Raft {
     }
 
     pub(super) fn tick_leader(&mut self) {
+        for p in self.progress.values_mut() {
+            p.ticks_since_heard = p.ticks_since_heard.saturating_add(1);
+        }
         self.heartbeat_elapsed += 1;
         self.election_elapsed += 1;
         if self.election_elapsed >= self.cfg.election_ticks {
@@ -255,6 +258,7 @@ impl Raft {
             return;
         };
         p.recent_active = true;
+        p.ticks_since_heard = 0;
         // Any answer in our term proves the peer still follows us, success or not (§6.4).
         if r.read_round > p.read_round {
             p.read_round = r.read_round;
@@ -304,6 +308,7 @@ impl Raft {
             return;
         };
         p.recent_active = true;
+        p.ticks_since_heard = 0;
         let moved = p.on_success(r.last_index);
         p.become_probe();
         if moved {

@@ -24,6 +24,9 @@ pub struct Progress {
     pub probe_sent: bool,
     /// Heard from this peer since the last CheckQuorum round (dissertation §6.2).
     pub recent_active: bool,
+    /// Leader ticks since this peer last answered: what "recently in contact" means to the
+    /// leader, for promoting learners and for an operator's view of who is reachable.
+    pub ticks_since_heard: u32,
     /// Whether the match index moved since the previous heartbeat: a streaming peer whose
     /// match stands still with entries in flight has lost some and falls back to probing.
     pub acked_since_heartbeat: bool,
@@ -42,6 +45,8 @@ impl Progress {
             inflight: VecDeque::new(),
             probe_sent: false,
             recent_active: false,
+            // Never heard yet: as old as it gets.
+            ticks_since_heard: u32::MAX,
             acked_since_heartbeat: false,
             read_round: 0,
             snapshot_elapsed: 0,
