@@ -43,6 +43,11 @@ impl RaftLog {
         self.snapshot_term
     }
 
+    /// The highest index the driver has confirmed durable.
+    pub fn persisted_index(&self) -> Index {
+        self.persisted
+    }
+
     pub fn first_index(&self) -> Index {
         self.snapshot_index + 1
     }
@@ -215,15 +220,20 @@ impl RaftLog {
             // We already hold the entry the snapshot ends at: keep what follows (§7).
             let drop = (meta.last_index - self.snapshot_index) as usize;
             self.entries.drain(..drop);
+            self.persisted = self.persisted.max(meta.last_index);
+            self.unstable_from = self.unstable_from.max(meta.last_index + 1);
         } else {
+            // Storage drops its whole log for this snapshot, so the cursors must forget the
+            // old log's end too: whatever follows the snapshot is not on disk yet, and entries
+            // appended from here on must reach storage before they are acknowledged.
             self.entries.clear();
+            self.persisted = meta.last_index;
+            self.unstable_from = meta.last_index + 1;
         }
         self.snapshot_index = meta.last_index;
         self.snapshot_term = meta.last_term;
         self.commit = self.commit.max(meta.last_index);
         self.applied = meta.last_index;
-        self.persisted = self.persisted.max(meta.last_index);
-        self.unstable_from = self.unstable_from.max(meta.last_index + 1);
     }
 
     /// The latest configuration entry in the log, if any, with its index.

@@ -1,0 +1,97 @@
+//! Handlers tested by what they emit (openraft's handler tests): build a server's state,
+//! feed it one message, and assert on the `Ready` it hands the driver.
+
+use crate::harness::{cmd, membership};
+use myraft_node::raft::{Config, InitialState, Raft};
+use myraft_wire::raft::{
+    AppendEntries, Entry, EntryPayload, HardState, InstallSnapshot, RaftBody, RaftMessage,
+    Snapshot, SnapshotMeta,
+};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+fn entry(term: u64, index: u64) -> Entry {
+    Entry {
+        term,
+        index,
+        payload: EntryPayload::Command(cmd(index)),
+    }
+}
+
+/// A follower (id 2 of voters 1..3) holding `entries` on disk, with commit `commit`.
+fn follower(entries: Vec<Entry>, term: u64, commit: u64) -> Raft {
+    let mut log = vec![Entry {
+        term: 0,
+        index: 1,
+        payload: EntryPayload::Config(membership(&[1, 2, 3], &[])),
+    }];
+    log.extend(entries);
+    let init = InitialState {
+        hard_state: HardState {
+            term,
+            vote: None,
+            commit,
+        },
+        snapshot: None,
+        entries: log,
+    };
+    Raft::new(Config::new(2), init, StdRng::seed_from_u64(1))
+}
+
+fn from_leader(term: u64, body: RaftBody) -> RaftMessage {
+    RaftMessage {
+        from: 3,
+        to: 2,
+        term,
+        body,
+    }
+}
+
+/// Raft §7: after a snapshot replaces a log whose entry at the snapshot's index has another
+/// term, every entry the leader then sends must be handed to storage before it is
+/// acknowledged — the leader counts that acknowledgement towards commit.
+#[test]
+fn entries_after_a_conflicting_snapshot_are_persisted_before_their_ack() {
+    // A deposed leader of term 2 holds uncommitted entries 2..=20; the leader of term 3
+    // compacted its own log, whose index 10 has term 3, into a snapshot.
+    let mut f = follower((2..=20).map(|i| entry(2, i)).collect(), 2, 1);
+    let _ = f.ready();
+    f.advance();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            last_index: 10,
+            last_term: 3,
+            membership: membership(&[1, 2, 3], &[]),
+        },
+        data: b"state at 10".to_vec(),
+    };
+    // The snapshot's last chunk and the next AppendEntries arrive in one batch, so one Ready
+    // answers both.
+    f.step(from_leader(3, RaftBody::InstallSnapshot(InstallSnapshot { snapshot })));
+    f.step(from_leader(
+        3,
+        RaftBody::AppendEntries(AppendEntries {
+            prev_log_index: 10,
+            prev_log_term: 3,
+            entries: (11..=13).map(|i| entry(3, i)).collect(),
+            leader_commit: 10,
+            read_round: 0,
+        }),
+    ));
+    let rd = f.ready();
+    assert!(rd.snapshot.is_some(), "the snapshot is handed to the driver");
+    let acked = rd.messages.iter().find_map(|m| match &m.body {
+        RaftBody::AppendEntriesResponse(r) if r.success => Some(r.match_index),
+        _ => None,
+    });
+    assert_eq!(acked, Some(13), "the follower acknowledges 11..=13");
+    let persisted: Vec<u64> = rd.entries.iter().map(|e| e.index).collect();
+    assert_eq!(
+        persisted,
+        vec![11, 12, 13],
+        "entries acknowledged in this Ready must be in its entries to persist"
+    );
+    f.advance();
+    assert_eq!(f.log().last_index(), 13);
+    assert_eq!(f.log().persisted_index(), 13, "persisted counts only what storage was given");
+}
