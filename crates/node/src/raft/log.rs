@@ -20,7 +20,17 @@ pub struct RaftLog {
 }
 
 impl RaftLog {
-    pub fn new(snapshot: &SnapshotMeta, entries: Vec<Entry>, commit: Index) -> Self {
+    pub fn new(snapshot: &SnapshotMeta, mut entries: Vec<Entry>, commit: Index) -> Self {
+        // Entries are found by their distance from the snapshot's index, so keep exactly the
+        // run that follows it: storage may still hold entries the snapshot covers (a crash
+        // between saving a snapshot and compacting the log).
+        entries.retain(|e| e.index > snapshot.last_index);
+        let contiguous = entries
+            .iter()
+            .zip(snapshot.last_index + 1..)
+            .take_while(|(e, i)| e.index == *i)
+            .count();
+        entries.truncate(contiguous);
         let last = entries.last().map_or(snapshot.last_index, |e| e.index);
         RaftLog {
             snapshot_index: snapshot.last_index,

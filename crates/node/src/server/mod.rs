@@ -18,6 +18,8 @@ pub mod config;
 pub mod identity;
 mod join;
 mod node;
+#[cfg(test)]
+mod recovery_tests;
 mod snapshot_transfer;
 pub mod transport;
 

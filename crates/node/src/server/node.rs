@@ -164,19 +164,7 @@ async fn serve(
         }
     };
 
-    let snapshot = storage.snapshot()?;
-    let sm = match &snapshot {
-        Some(s) => StateMachine::restore(&s.data).map_err(|e| {
-            ServerError::Recovery(format!("snapshot at index {}: {e}", s.meta.last_index))
-        })?,
-        None => StateMachine::default(),
-    };
-    let entries = storage.entries(storage.first_index(), storage.last_index() + 1)?;
-    let init = InitialState {
-        hard_state: storage.hard_state(),
-        snapshot,
-        entries,
-    };
+    let (init, sm) = recover(&storage)?;
     let mut rc = RaftConfig::new(identity.node_id);
     rc.election_ticks = cfg.timing.election_ticks;
     rc.heartbeat_ticks = cfg.timing.heartbeat_ticks;
@@ -208,6 +196,24 @@ async fn serve(
     node.data_dir_bytes = dir_size(&node.cfg.data_dir);
     tracing::info!(name = %node.cfg.name, listen = %bound, advertise = %node.advertise, "node running");
     node.event_loop().await
+}
+
+/// What the core and the state machine start from: the snapshot, and the log after it.
+pub(super) fn recover(storage: &DiskStorage) -> Result<(InitialState, StateMachine), ServerError> {
+    let snapshot = storage.snapshot()?;
+    let sm = match &snapshot {
+        Some(s) => StateMachine::restore(&s.data).map_err(|e| {
+            ServerError::Recovery(format!("snapshot at index {}: {e}", s.meta.last_index))
+        })?,
+        None => StateMachine::default(),
+    };
+    let entries = storage.entries(storage.first_index(), storage.last_index() + 1)?;
+    let init = InitialState {
+        hard_state: storage.hard_state(),
+        snapshot,
+        entries,
+    };
+    Ok((init, sm))
 }
 
 fn remember_addrs(seen: &mut BTreeMap<NodeId, SocketAddr>, m: &Membership) {

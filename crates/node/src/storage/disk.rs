@@ -465,6 +465,14 @@ impl DiskStorage {
             sync_dir(&store.wal_dir)?;
         }
         store.mark_synced();
+        // A snapshot of our own is saved before the log is compacted to it; finish a
+        // compaction that a crash or a failed write cut short, so the log starts right after
+        // the snapshot it reports.
+        if let Some(meta) = store.snapshot_meta.clone() {
+            if store.log.base_index() < meta.last_index {
+                store.compact_prefix(meta.last_index)?;
+            }
+        }
         Ok((store, report))
     }
 

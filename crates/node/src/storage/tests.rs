@@ -600,6 +600,24 @@ fn storage_snapshot_from_a_leader_replaces_a_disagreeing_log_even_after_a_crash(
     assert_eq!(all_entries(&s), entries(21, 25, 4));
 }
 
+/// A node's own snapshot leaves the log as it is until `compact_prefix`; a crash in between
+/// (or a compaction that failed on a full disk) must not leave a log that starts below the
+/// snapshot it reports.
+#[test]
+fn storage_crash_between_own_snapshot_and_compaction_starts_the_log_after_the_snapshot() {
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path());
+    s.append(&entries(1, 21, 1)).unwrap();
+    s.sync().unwrap();
+    s.save_snapshot(&snapshot_at(10, 1)).unwrap();
+    assert_eq!(s.first_index(), 1, "the log waits for compact_prefix");
+    let dir_path = s.crash();
+    let (s, _) = open(&dir_path);
+    assert_eq!((s.first_index(), s.last_index()), (11, 20));
+    assert_eq!(s.term(10), Some(1));
+    assert_eq!(all_entries(&s), entries(11, 21, 1));
+}
+
 // ---------------------------------------------------------------------------------------
 // Failures.
 

@@ -67,7 +67,10 @@ fn entries_after_a_conflicting_snapshot_are_persisted_before_their_ack() {
     };
     // The snapshot's last chunk and the next AppendEntries arrive in one batch, so one Ready
     // answers both.
-    f.step(from_leader(3, RaftBody::InstallSnapshot(InstallSnapshot { snapshot })));
+    f.step(from_leader(
+        3,
+        RaftBody::InstallSnapshot(InstallSnapshot { snapshot }),
+    ));
     f.step(from_leader(
         3,
         RaftBody::AppendEntries(AppendEntries {
@@ -79,7 +82,10 @@ fn entries_after_a_conflicting_snapshot_are_persisted_before_their_ack() {
         }),
     ));
     let rd = f.ready();
-    assert!(rd.snapshot.is_some(), "the snapshot is handed to the driver");
+    assert!(
+        rd.snapshot.is_some(),
+        "the snapshot is handed to the driver"
+    );
     let acked = rd.messages.iter().find_map(|m| match &m.body {
         RaftBody::AppendEntriesResponse(r) if r.success => Some(r.match_index),
         _ => None,
@@ -93,5 +99,9 @@ fn entries_after_a_conflicting_snapshot_are_persisted_before_their_ack() {
     );
     f.advance();
     assert_eq!(f.log().last_index(), 13);
-    assert_eq!(f.log().persisted_index(), 13, "persisted counts only what storage was given");
+    assert_eq!(
+        f.log().persisted_index(),
+        13,
+        "persisted counts only what storage was given"
+    );
 }
