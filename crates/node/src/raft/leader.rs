@@ -350,14 +350,9 @@ impl Raft {
                 self.start_read(ctx);
             }
         }
-        if self.membership_committed() && !self.membership.contains(self.cfg.id) {
-            // §4.2.2: a leader that is not in the committed configuration steps down.
-            self.become_follower(self.term, None);
-            return;
-        }
         // Followers learn the new commit index without waiting for a heartbeat.
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for id in peers {
+        for &id in &peers {
             if !self.send_append(id, false) {
                 if let Some(p) = self.progress.get(&id) {
                     if p.state == ProgressState::Replicate {
@@ -366,6 +361,41 @@ impl Raft {
                 }
             }
         }
+        if self.membership_committed() && !self.membership.contains(self.cfg.id) {
+            // §4.2.2: a leader that is not in the committed configuration steps down. It
+            // hands over at once (§3.10) to the most up-to-date voter, which would otherwise
+            // wait out an election timeout first.
+            let successor = self
+                .membership
+                .voters()
+                .filter_map(|id| self.progress.get(&id).map(|p| (p.match_index, id)))
+                .max();
+            if let Some((_, to)) = successor {
+                self.send(to, RaftBody::TimeoutNow(TimeoutNow {}));
+            }
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// A learner that is ready to vote (dissertation §4.2.1): it answered within the last
+    /// election timeout and holds every committed entry. One that never answered (an
+    /// unreachable address) stays a learner however short the log is, since promoting it
+    /// would add a voter that cannot help commit.
+    pub fn promotable_learner(&self) -> Option<NodeId> {
+        if self.role != Role::Leader || !self.membership_committed() {
+            return None;
+        }
+        let commit = self.log.commit;
+        self.membership
+            .members
+            .values()
+            .filter(|m| !m.voter)
+            .find(|m| {
+                self.progress.get(&m.id).is_some_and(|p| {
+                    p.ticks_since_heard <= self.cfg.election_ticks && p.match_index >= commit
+                })
+            })
+            .map(|m| m.id)
     }
 
     // ---- ReadIndex (§6.4) ----------------------------------------------------------

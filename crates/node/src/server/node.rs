@@ -421,18 +421,12 @@ impl Node {
 
     /// The leader promotes one caught-up learner at a time (dissertation §4.2.1).
     fn maybe_promote_learner(&mut self) {
-        if !self.raft.is_leader() || !self.raft.membership_committed() {
+        let Some(id) = self.raft.promotable_learner() else {
             return;
-        }
-        let last = self.raft.last_index();
-        let candidate = self.raft.membership().members.values().find(|m| {
-            !m.voter
-                && self
-                    .raft
-                    .progress(m.id)
-                    .is_some_and(|p| p.match_index + 5 >= last)
-        });
-        let Some(m) = candidate.cloned() else { return };
+        };
+        let Some(m) = self.raft.membership().members.get(&id).cloned() else {
+            return;
+        };
         let mut next = self.raft.membership().clone();
         next.members.insert(
             m.id,

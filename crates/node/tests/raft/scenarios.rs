@@ -625,3 +625,54 @@ fn figure8_script(seed: u64) {
     s.heal();
     s.commit_everywhere(4, 5_000);
 }
+
+/// §4.2.2 with §3.10: a leader that removes itself hands leadership over with TimeoutNow
+/// once the removal commits, so the cluster does not sit leaderless for an election
+/// timeout. In simulated time: a remaining voter leads well before the shortest election
+/// timeout (100 ms) could have fired.
+#[test]
+fn a_leader_that_removes_itself_hands_over_at_once() {
+    for seed in 0..10 {
+        let mut s = Sim::new(seed, 3);
+        let l = s.wait_leader(2_000);
+        s.commit_everywhere(1, 2_000);
+        let rest: Vec<u64> = (1..=3).filter(|&x| x != l).collect();
+        let term = s.raft(l).term();
+        s.with_raft(l, |r| r.propose_membership(membership(&rest, &[])))
+            .expect("leader runs")
+            .expect("removing one voter is allowed");
+        assert!(
+            s.run_until(60, |s| s.leaders().iter().any(|x| rest.contains(x))),
+            "seed {seed}: no remaining voter leads 60 ms after the removal was proposed\n{}",
+            s.dump()
+        );
+        let new = s.leader().expect("a leader");
+        assert_eq!(s.raft(new).term(), term + 1, "seed {seed}: one election");
+    }
+}
+
+/// Dissertation §4.2.1: only a learner that answers and holds every committed entry is
+/// promoted. One whose address is unreachable must stay a learner however young the log,
+/// or it becomes a voter that can never help commit.
+#[test]
+fn an_unreachable_learner_is_never_promotable() {
+    let mut s = Sim::new(7, 3);
+    let l = s.wait_leader(2_000);
+    s.commit_everywhere(1, 2_000);
+    s.add_empty_node(4);
+    s.isolate(4);
+    let p = s
+        .with_raft(l, |r| r.propose_membership(membership(&[1, 2, 3], &[4])))
+        .expect("leader runs")
+        .expect("adding a learner is allowed");
+    assert!(s.run_until(2_000, |s| s.raft(l).commit_index() >= p.index));
+    s.run_for(2_000);
+    assert_eq!(s.raft(l).last_index(), p.index, "the log is young");
+    assert_eq!(s.raft(l).promotable_learner(), None);
+    s.heal();
+    assert!(
+        s.run_until(3_000, |s| s.raft(l).promotable_learner() == Some(4)),
+        "once it answers and holds the committed log, n4 may vote\n{}",
+        s.dump()
+    );
+}
