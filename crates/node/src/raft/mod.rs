@@ -308,6 +308,10 @@ impl Raft {
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
+    /// Index of the latest configuration entry (the snapshot's index if the log holds none).
+    pub fn membership_index(&self) -> Index {
+        self.membership_index
+    }
     /// Whether the latest configuration in the log is committed.
     pub fn membership_committed(&self) -> bool {
         self.membership_index <= self.log.commit

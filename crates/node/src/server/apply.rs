@@ -49,6 +49,7 @@ impl Node {
                 }
             };
             if let EntryPayload::Config(m) = &e.payload {
+                self.on_config_applied(m);
                 if !m.contains(self.raft.id())
                     && self.raft.membership_committed()
                     && self.raft.membership() == m

@@ -14,6 +14,7 @@
 //! - `snapshot_transfer`: snapshots larger than a datagram, in chunks.
 
 mod apply;
+mod clock;
 pub mod config;
 pub mod identity;
 mod join;

@@ -3,6 +3,7 @@
 //! the core, then persists, sends and applies what the core hands back (`Ready`).
 
 use super::apply::{PendingKind, PendingWrite, ReadRequest};
+use super::clock::ReplicatedClock;
 use super::config::NodeConfig;
 use super::identity::Identity;
 use super::join::join;
@@ -24,7 +25,7 @@ use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Keys and values beyond these sizes are refused: an entry must fit a datagram.
@@ -52,14 +53,23 @@ pub(super) struct Node {
     was_leader: bool,
     data_dir_bytes: u64,
     ticks: u64,
+    clock: ReplicatedClock,
+    /// The configuration last applied, to tell which members a new one removes.
+    applied_membership: Membership,
+    /// Members a committed configuration removed: told to stop a few times, since a removed
+    /// follower hears nothing more from the leader and would never learn it on its own.
+    removed_notices: Vec<RemovedNotice>,
     pub shutdown: CancellationToken,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+struct RemovedNotice {
+    name: String,
+    addr: SocketAddr,
+    sends_left: u32,
 }
+
+/// How often a removed member is told to stop, once per heartbeat, against datagram loss.
+const REMOVED_NOTICES: u32 = 5;
 
 /// Runs a node until `shutdown` is cancelled (Ctrl-C, SIGTERM, a `StopNode` request or a
 /// test), then flushes and returns.
@@ -165,6 +175,11 @@ async fn serve(
     };
 
     let (init, sm) = recover(&storage)?;
+    let init_membership = init
+        .snapshot
+        .as_ref()
+        .map(|s| s.meta.membership.clone())
+        .unwrap_or_default();
     let mut rc = RaftConfig::new(identity.node_id);
     rc.election_ticks = cfg.timing.election_ticks;
     rc.heartbeat_ticks = cfg.timing.heartbeat_ticks;
@@ -173,6 +188,9 @@ async fn serve(
     let raft = Raft::new(rc, init, StdRng::seed_from_u64(rng.random()));
     let mut seen = BTreeMap::new();
     remember_addrs(&mut seen, raft.membership());
+    // The state machine starts from the snapshot, so the configuration applied so far is
+    // the snapshot's; the log after it is applied again.
+    let applied_membership = init_membership;
 
     let mut node = Node {
         snaps: SnapshotTransfers::new(cfg.max_datagram),
@@ -190,6 +208,9 @@ async fn serve(
         was_leader: false,
         data_dir_bytes: 0,
         ticks: 0,
+        clock: ReplicatedClock::default(),
+        applied_membership,
+        removed_notices: Vec::new(),
         shutdown: shutdown.clone(),
         cfg,
     };
@@ -272,6 +293,12 @@ impl Node {
         self.raft.tick();
         self.snaps.on_tick(&mut self.t);
         self.maybe_promote_learner();
+        if self
+            .ticks
+            .is_multiple_of(u64::from(self.cfg.timing.heartbeat_ticks.max(1)))
+        {
+            self.send_removed_notices();
+        }
         if self.ticks.is_multiple_of(100) {
             self.data_dir_bytes = dir_size(&self.cfg.data_dir);
         }
@@ -441,6 +468,48 @@ impl Node {
         }
     }
 
+    /// Called as a committed configuration applies: members it drops are told to stop.
+    pub(super) fn on_config_applied(&mut self, m: &Membership) {
+        let previous = std::mem::replace(&mut self.applied_membership, m.clone());
+        if !self.raft.is_leader() {
+            return;
+        }
+        for gone in previous.members.values() {
+            if gone.id == self.raft.id() || m.contains(gone.id) {
+                continue;
+            }
+            let Ok(addr) = gone.addr.parse() else {
+                continue;
+            };
+            self.removed_notices.push(RemovedNotice {
+                name: gone.name.clone(),
+                addr,
+                sends_left: REMOVED_NOTICES,
+            });
+        }
+        self.send_removed_notices();
+    }
+
+    fn send_removed_notices(&mut self) {
+        let me = self.raft.id();
+        let mut notices = std::mem::take(&mut self.removed_notices);
+        for n in &mut notices {
+            n.sends_left -= 1;
+            let req = ClientRequest {
+                client_id: me,
+                seq: u64::from(n.sends_left),
+                op: ClientOp::StopNode {
+                    target: StopTarget::Node {
+                        name: n.name.clone(),
+                    },
+                },
+            };
+            self.t.send(n.addr, Body::ClientRequest(req));
+        }
+        notices.retain(|n| n.sends_left > 0);
+        self.removed_notices = notices;
+    }
+
     // ---- clients -----------------------------------------------------------------------
 
     pub fn leader_hint(&self) -> Option<LeaderHint> {
@@ -559,8 +628,17 @@ impl Node {
                 addr: member_addr,
             } => {
                 let current = self.raft.membership();
-                if current.members.get(&id).is_some_and(|m| m.name == name) {
-                    Ok(ClientResponse::Done)
+                if !self.raft.is_leader() {
+                    // `Done` means committed, and only the leader knows that.
+                    self.not_leader()
+                } else if current.members.get(&id).is_some_and(|m| m.name == name) {
+                    if self.raft.membership_committed() {
+                        Ok(ClientResponse::Done)
+                    } else {
+                        // A retry while the change is still uncommitted: answer when it
+                        // commits, or with `NotLeader` if another leader's entry replaces it.
+                        return self.await_membership(addr, client_id, seq);
+                    }
                 } else if let Some(other) = current
                     .members
                     .values()
@@ -626,8 +704,9 @@ impl Node {
             let r = self.not_leader();
             return self.reply(addr, client_id, seq, r);
         }
+        let entry_time_ms = self.replicated_now();
         let payload = LogCommand {
-            entry_time_ms: now_ms(),
+            entry_time_ms,
             req: ClientCommand {
                 client_id,
                 seq,
@@ -639,8 +718,37 @@ impl Node {
         self.track_proposal(proposed, PendingKind::Write, addr, client_id, seq);
     }
 
+    /// The time to stamp on a new entry (see `clock.rs`).
+    fn replicated_now(&mut self) -> u64 {
+        let (sm, log) = (&self.sm, self.raft.log());
+        self.clock.stamp(self.raft.term(), Instant::now(), || {
+            // Entries not applied yet may carry later times than the state machine has seen.
+            log.entries()
+                .iter()
+                .filter(|e| e.index > sm.applied_index())
+                .filter_map(|e| match &e.payload {
+                    myraft_wire::raft::EntryPayload::Command(c) => LogCommand::decode(c).ok(),
+                    _ => None,
+                })
+                .map(|c| c.entry_time_ms)
+                .fold(sm.clock_ms(), u64::max)
+        })
+    }
+
     fn propose_config(&mut self, addr: SocketAddr, client_id: u64, seq: u64, next: Membership) {
         let proposed = self.raft.propose_membership(next);
+        self.track_proposal(proposed, PendingKind::Config, addr, client_id, seq);
+    }
+
+    fn await_membership(&mut self, addr: SocketAddr, client_id: u64, seq: u64) {
+        let index = self.raft.membership_index();
+        let Some(term) = self.raft.log().term(index) else {
+            let r = Err(ClientError::Unavailable {
+                reason: "the membership change is being committed; retry shortly".into(),
+            });
+            return self.reply(addr, client_id, seq, r);
+        };
+        let proposed = Ok(crate::raft::Proposal { index, term });
         self.track_proposal(proposed, PendingKind::Config, addr, client_id, seq);
     }
 
@@ -654,6 +762,14 @@ impl Node {
         seq: u64,
     ) {
         match proposed {
+            Ok(p) if self.pending_writes.contains_key(&p.index) => {
+                // Only a retried membership change can land on an index already waited on;
+                // its first request is answered when the entry applies.
+                let r = Err(ClientError::Unavailable {
+                    reason: "the membership change is being committed; retry shortly".into(),
+                });
+                self.reply(addr, client_id, seq, r);
+            }
             Ok(p) => {
                 let w = PendingWrite {
                     term: p.term,

@@ -37,8 +37,8 @@ pub struct ClientCommand {
     pub cmd: Command,
 }
 
-/// The payload of one log entry: a client command and the leader's wall-clock time when it
-/// proposed it. Session expiry runs on this time so every replica agrees on it.
+/// The payload of one log entry: a client command and the replicated time the leader stamped
+/// on it (see `server/clock.rs`). Session expiry runs on this time so every replica agrees.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogCommand {
     pub entry_time_ms: u64,

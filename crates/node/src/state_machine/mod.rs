@@ -205,6 +205,11 @@ impl StateMachine {
         &self.kv
     }
 
+    /// The latest entry time applied: where replicated time stands.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
+    }
+
     pub fn applied_index(&self) -> u64 {
         self.applied_index
     }
