@@ -11,6 +11,7 @@ use myraft_wire::envelope::UNKNOWN_CLUSTER;
 use myraft_wire::health::{PeerRef, ProbeReply, Role};
 use myraft_wire::raft::{Member, Membership, NodeId, Term};
 use myraft_wire::{Body, ClusterKey};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -227,6 +228,8 @@ pub struct FakeState {
     pub commit_index: u64,
     pub applied_index: u64,
     pub membership: Membership,
+    /// What it says, as leader, about how long ago it heard each peer.
+    pub since_heard_ms: BTreeMap<NodeId, u64>,
     pub answer_probes: bool,
     pub cluster_id: ClusterId,
 }
@@ -268,6 +271,7 @@ impl FakeNode {
             commit_index: 0,
             applied_index: 0,
             membership: Membership::default(),
+            since_heard_ms: BTreeMap::new(),
             answer_probes: true,
             cluster_id,
         }));
@@ -314,6 +318,7 @@ impl FakeNode {
             uptime_ms: 1234,
             dropped_datagrams: 5,
             membership: state.membership.clone(),
+            since_heard_ms: state.since_heard_ms.clone(),
         }
     }
 
