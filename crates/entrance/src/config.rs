@@ -20,7 +20,8 @@ pub struct Config {
     /// A member that has not answered for this long is `down`.
     pub down_after: Duration,
     /// Take a member out of the configuration once it has been down this long, if the
-    /// remaining voters still form a quorum. `None` (the default) never removes anyone.
+    /// leader does not hear it either and the voters the leader hears remain a quorum of the
+    /// configuration without it. `None` (the default) never removes anyone.
     pub auto_remove_after: Option<Duration>,
     /// How long to wait for a node's reply to one request the entrance sends on its own
     /// (add member, remove, stop) before it retries or gives up.

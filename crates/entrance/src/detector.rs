@@ -6,11 +6,19 @@
 //! never answered), `suspect` in between. The leader is the member claiming leadership with
 //! the highest term among those not down; a new leader's unsolicited reply (nonce 0) makes it
 //! the leader at once.
+//!
+//! With `--auto-remove-after-ms`, a member down that long is removed only if the leader's
+//! own progress says it does not hear it either, and the voters the leader hears are still a
+//! quorum of the configuration without it: a node cut off from the entrance alone is a
+//! working voter, and removing it while another voter is really down would stall the
+//! cluster.
 
 use crate::server::{Change, Core, Dest, EntranceEvent};
 use myraft_wire::envelope::SenderId;
 use myraft_wire::health::{Health, Probe, ProbeReply, Role};
+use myraft_wire::raft::{Member, NodeId};
 use myraft_wire::Body;
+use std::collections::BTreeMap;
 use std::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -171,16 +179,19 @@ impl Core {
         }
     }
 
-    /// With `--auto-remove-after-ms`: removes one member that has been down that long, if the
-    /// voters left still form a quorum of the current configuration.
+    /// With `--auto-remove-after-ms`: removes one member that has been down that long, if
+    /// the leader does not hear it either and the members it hears remain a quorum (see
+    /// [`may_auto_remove`]).
     fn maybe_auto_remove(&mut self, now: Instant) {
         let Some(after) = self.config.auto_remove_after else {
             return;
         };
-        if self.in_flight.is_some() || !self.changes.is_empty() || self.state.leader.is_none() {
+        if self.in_flight.is_some() || !self.changes.is_empty() {
             return;
         }
-        let voters = self.state.members.values().filter(|m| m.voter).count();
+        let Some(view) = self.leader_view() else {
+            return;
+        };
         let candidate = self.state.members.values().find(|m| {
             let Some(t) = self.trackers.get(&m.id) else {
                 return false;
@@ -188,21 +199,96 @@ impl Core {
             let silent = now.duration_since(t.last_contact.unwrap_or(t.since));
             t.health == Health::Down
                 && silent >= after
-                && Some(m.id) != self.state.leader
-                && removal_keeps_quorum(voters, m.voter)
+                && may_auto_remove(&self.state.members, m.id, &view)
         });
-        if let Some(member) = candidate {
+        if let Some(name) = candidate.map(|m| m.name.clone()) {
             warn!(
-                name = %member.name,
-                "{} has been down for longer than --auto-remove-after-ms; removing it",
-                member.name
+                %name,
+                "{name} has been down for longer than --auto-remove-after-ms and the leader \
+                 does not hear it either; removing it"
             );
-            self.changes.push_back(Change::Remove {
-                name: member.name.clone(),
-                origin: None,
-            });
+            self.changes
+                .push_back(Change::Remove { name, origin: None });
         }
     }
+
+    /// The leader's account of whom it hears, from its latest reply; none while the leader
+    /// misses probes, since its account is then as old as that reply.
+    fn leader_view(&self) -> Option<LeaderView<'_>> {
+        let leader = self.state.leader?;
+        let reply = self
+            .trackers
+            .get(&leader)
+            .filter(|t| t.health == Health::Up)?
+            .reply
+            .as_ref()
+            .filter(|r| r.role == Role::Leader)?;
+        Some(LeaderView {
+            leader,
+            since_heard_ms: &reply.since_heard_ms,
+            out_of_contact_ms: u64::try_from(self.config.down_after.as_millis())
+                .unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// Whom the leader hears, by its own replication progress. The entrance reaches each member
+/// by its own path, so a member silent to the entrance may still be a working voter.
+struct LeaderView<'a> {
+    leader: NodeId,
+    /// From the leader's `ProbeReply`. A member missing from it is neither heard nor known
+    /// to be silent: a leader too old to report has no say, so it never agrees.
+    since_heard_ms: &'a BTreeMap<NodeId, u64>,
+    /// Silence after which the leader counts as out of contact with a member: the same
+    /// `--down-after-ms` the entrance applies to its own probes.
+    out_of_contact_ms: u64,
+}
+
+impl LeaderView<'_> {
+    fn hears(&self, id: NodeId) -> bool {
+        id == self.leader
+            || self
+                .since_heard_ms
+                .get(&id)
+                .is_some_and(|ms| *ms < self.out_of_contact_ms)
+    }
+
+    fn lost_contact(&self, id: NodeId) -> bool {
+        id != self.leader
+            && self
+                .since_heard_ms
+                .get(&id)
+                .is_some_and(|ms| *ms >= self.out_of_contact_ms)
+    }
+}
+
+/// Whether the entrance may take `removing` out of the configuration `members` on its own:
+/// the leader must not hear it either, and the voters of the configuration without it that
+/// the leader hears (itself included) must be a quorum of that configuration, so the cluster
+/// can still commit after the removal. On top of that the configuration keeps at least a
+/// quorum of its current voters ([`removal_keeps_quorum`]).
+fn may_auto_remove(
+    members: &BTreeMap<NodeId, Member>,
+    removing: NodeId,
+    view: &LeaderView<'_>,
+) -> bool {
+    let Some(member) = members.get(&removing) else {
+        return false;
+    };
+    if !view.lost_contact(removing) {
+        return false;
+    }
+    let voters = members.values().filter(|m| m.voter).count();
+    if !removal_keeps_quorum(voters, member.voter) {
+        return false;
+    }
+    let (left, live) = members
+        .values()
+        .filter(|m| m.voter && m.id != removing)
+        .fold((0, 0), |(left, live), m| {
+            (left + 1, live + usize::from(view.hears(m.id)))
+        });
+    live > left / 2
 }
 
 /// Whether removing one member (a voter or not) from a configuration of `voters` voters
@@ -220,7 +306,83 @@ fn removal_keeps_quorum(voters: usize, removing_voter: bool) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::removal_keeps_quorum;
+    use super::{may_auto_remove, removal_keeps_quorum, LeaderView};
+    use myraft_wire::raft::{Member, NodeId};
+    use std::collections::BTreeMap;
+
+    /// Voters and learners by id; `n1` (id 1) leads.
+    fn members(voters: &[NodeId], learners: &[NodeId]) -> BTreeMap<NodeId, Member> {
+        let member = |id: NodeId, voter: bool| Member {
+            id,
+            name: format!("n{id}"),
+            addr: format!("127.0.0.1:{}", 7000 + id),
+            voter,
+        };
+        voters
+            .iter()
+            .map(|&id| (id, member(id, true)))
+            .chain(learners.iter().map(|&id| (id, member(id, false))))
+            .collect()
+    }
+
+    /// Which members the rule lets go, given how long ago the leader heard each one.
+    fn removable(members: &BTreeMap<NodeId, Member>, heard: &[(NodeId, u64)]) -> Vec<NodeId> {
+        let since_heard_ms: BTreeMap<NodeId, u64> = heard.iter().copied().collect();
+        let view = LeaderView {
+            leader: 1,
+            since_heard_ms: &since_heard_ms,
+            out_of_contact_ms: 1500,
+        };
+        members
+            .keys()
+            .copied()
+            .filter(|&id| may_auto_remove(members, id, &view))
+            .collect()
+    }
+
+    #[test]
+    fn a_member_the_leader_hears_is_never_removed() {
+        let three = members(&[1, 2, 3], &[]);
+        assert_eq!(removable(&three, &[(2, 100), (3, u64::MAX)]), [3]);
+        assert_eq!(removable(&three, &[(2, 1499), (3, 1500)]), [3]);
+        assert_eq!(removable(&three, &[(2, 0), (3, 0)]), [] as [NodeId; 0]);
+    }
+
+    #[test]
+    fn removal_needs_a_live_quorum_of_the_configuration_left() {
+        let five = members(&[1, 2, 3, 4, 5], &[]);
+        let two_down = [(2, 0), (3, 0), (4, u64::MAX), (5, 9_000)];
+        assert_eq!(removable(&five, &two_down), [4, 5]);
+        // n1 and n2 alone are no quorum of four: the cluster cannot commit the removal,
+        // and would not be live after it.
+        let three_down = [(2, 0), (3, u64::MAX), (4, u64::MAX), (5, u64::MAX)];
+        assert_eq!(removable(&five, &three_down), [] as [NodeId; 0]);
+        // Both down, one at a time: after n4, n5 leaves n1, n2, n3 live of three.
+        let four = members(&[1, 2, 3, 5], &[]);
+        assert_eq!(removable(&four, &[(2, 0), (3, 0), (5, u64::MAX)]), [5]);
+    }
+
+    #[test]
+    fn without_the_leaders_word_nobody_is_removed() {
+        // A leader that does not report whom it hears (an older node) never agrees.
+        let three = members(&[1, 2, 3], &[4]);
+        assert_eq!(removable(&three, &[]), [] as [NodeId; 0]);
+        assert_eq!(removable(&three, &[(2, 0), (4, u64::MAX)]), [4]);
+        assert_eq!(removable(&three, &[(3, 0), (4, 0)]), [] as [NodeId; 0]);
+    }
+
+    #[test]
+    fn the_leader_and_the_last_voters_stay() {
+        let two = members(&[1, 2], &[3]);
+        // Never the leader, whatever it says of itself; a learner may go.
+        assert_eq!(
+            removable(&two, &[(1, u64::MAX), (2, 0), (3, u64::MAX)]),
+            [3]
+        );
+        // Never down to one voter; nor anyone while n1 alone is no quorum of two.
+        let silent = [(1, u64::MAX), (2, u64::MAX), (3, u64::MAX)];
+        assert_eq!(removable(&two, &silent), [] as [NodeId; 0]);
+    }
 
     #[test]
     fn auto_removal_never_leaves_fewer_voters_than_a_quorum() {

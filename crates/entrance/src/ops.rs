@@ -206,10 +206,18 @@ pub(crate) fn spawn_remove(ctx: Ctx, name: String, id: NodeId, addr: String) {
         // Long enough for an election to settle, short enough for an operator to wait.
         let deadline = Instant::now() + (ctx.timeout * 5).max(Duration::from_secs(10));
         let op = ClientOp::RemoveNode { name: name.clone() };
-        let result = ctx
-            .call_leader(op, Some(deadline))
-            .await
-            .map(|_| ClientResponse::Done);
+        let result = match ctx.call_leader(op, Some(deadline)).await {
+            Ok(_) => Ok(ClientResponse::Done),
+            // A retry after the change committed (its answer lost, or late past a leader
+            // change) finds the member gone, as does a removal the entrance's view had not
+            // caught up with: either way it is out, and it still has to be stopped at the
+            // address the entrance knows it by.
+            Err(ClientError::NotFound { .. }) => {
+                info!(%name, "the leader no longer has {name} as a member; taking it as removed");
+                Ok(ClientResponse::Done)
+            }
+            Err(e) => Err(e),
+        };
         let removed = result.is_ok();
         ctx.report(Done::Removed {
             name: name.clone(),

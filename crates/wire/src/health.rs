@@ -3,6 +3,7 @@
 
 use crate::raft::{Index, Membership, NodeId, Term};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A server as humans and machines both need to name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,4 +84,48 @@ pub struct ProbeReply {
     /// The latest configuration in the node's log, from which a restarted entrance
     /// rebuilds its member list.
     pub membership: Membership,
+    /// On the leader: milliseconds since it last heard each other member, `u64::MAX` for
+    /// never; empty on every other node. The entrance reaches members by its own path, so
+    /// before it removes one it cannot reach it asks who the leader still hears.
+    /// Absent in the replies of older nodes, which then read as empty.
+    #[serde(default)]
+    pub since_heard_ms: BTreeMap<NodeId, u64>,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_reply_without_since_heard_still_decodes() {
+        // rmp-serde writes a struct as an array of its fields, so a tuple of the fields of
+        // a ProbeReply before `since_heard_ms`, in order, is what an older node sends.
+        let older = (
+            7u64,
+            0x11u64,
+            "n1",
+            Role::Leader,
+            3u64,
+            Some(0x11u64),
+            Some(PeerRef {
+                id: 0x11,
+                name: "n1".to_owned(),
+            }),
+            10u64,
+            9u64,
+            11u64,
+            0u64,
+            4096u64,
+            8192u64,
+            1234u64,
+            5u64,
+            Membership::default(),
+        );
+        let bytes = rmp_serde::to_vec(&older).unwrap();
+        let reply: ProbeReply = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!((reply.nonce, reply.id, reply.term), (7, 0x11, 3));
+        assert_eq!(reply.membership, Membership::default());
+        assert!(reply.since_heard_ms.is_empty());
+    }
 }

@@ -221,12 +221,14 @@ pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
         (num(), num(), name(), role(), num(), option::of(num())),
         (option::of(peer_ref()), num(), num(), num(), num()),
         (num(), num(), num(), num(), membership()),
+        btree_map(num(), num(), 0..5),
     )
         .prop_map(
             |(
                 (nonce, id, name, role, term, voted_for),
                 (leader, commit_index, applied_index, last_log_index, snapshot_index),
                 (log_bytes, data_dir_bytes, uptime_ms, dropped_datagrams, membership),
+                since_heard_ms,
             )| ProbeReply {
                 nonce,
                 id,
@@ -244,6 +246,7 @@ pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
                 uptime_ms,
                 dropped_datagrams,
                 membership,
+                since_heard_ms,
             },
         )
         .boxed()

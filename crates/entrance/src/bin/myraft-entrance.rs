@@ -37,7 +37,8 @@ struct Args {
     #[arg(long, value_name = "MS", default_value_t = 1500)]
     down_after_ms: u64,
     /// Remove a member from the configuration once it has been down this long, if the
-    /// remaining voters still form a quorum. Off unless given.
+    /// leader does not hear it either and the voters it hears remain a quorum without it.
+    /// Off unless given.
     #[arg(long, value_name = "MS")]
     auto_remove_after_ms: Option<u64>,
 }

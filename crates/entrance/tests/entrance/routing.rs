@@ -236,3 +236,33 @@ async fn remove_node_goes_through_the_leader_then_stops_the_node() {
     let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["n1"]);
 }
+
+#[tokio::test]
+async fn remove_retried_after_its_change_committed_still_stops_the_node() {
+    let (mut entrance, mut n1) = cluster_with_leader().await;
+    let mut n2 = FakeNode::start("n2", 0x22, entrance.cluster_id).await;
+    add_to_configuration(&n1, &n2, true);
+    entrance.wait_health("n2", Health::Up).await;
+
+    // The leader removes n2 but its "done" is lost; the retry finds n2 no longer a member.
+    n1.update(|s| s.lose_replies = 1);
+    let mut admin = Client::new(entrance.addr).await;
+    assert_eq!(
+        admin
+            .request(ClientOp::RemoveNode { name: "n2".into() })
+            .await,
+        Ok(ClientResponse::Done)
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            n1.next_request().await.op,
+            ClientOp::RemoveNode { name: "n2".into() }
+        );
+    }
+    assert_eq!(
+        n2.next_request().await.op,
+        ClientOp::StopNode {
+            target: StopTarget::Node { name: "n2".into() }
+        }
+    );
+}

@@ -11,6 +11,7 @@ use myraft_wire::envelope::UNKNOWN_CLUSTER;
 use myraft_wire::health::{PeerRef, ProbeReply, Role};
 use myraft_wire::raft::{Member, Membership, NodeId, Term};
 use myraft_wire::{Body, ClusterKey};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -227,7 +228,12 @@ pub struct FakeState {
     pub commit_index: u64,
     pub applied_index: u64,
     pub membership: Membership,
+    /// What it says, as leader, about how long ago it heard each peer.
+    pub since_heard_ms: BTreeMap<NodeId, u64>,
     pub answer_probes: bool,
+    /// How many of the next client requests it carries out without its reply getting
+    /// through, as when the reply datagram is lost.
+    pub lose_replies: u32,
     pub cluster_id: ClusterId,
 }
 
@@ -268,7 +274,9 @@ impl FakeNode {
             commit_index: 0,
             applied_index: 0,
             membership: Membership::default(),
+            since_heard_ms: BTreeMap::new(),
             answer_probes: true,
+            lose_replies: 0,
             cluster_id,
         }));
         let (req_tx, requests) = mpsc::unbounded_channel();
@@ -314,6 +322,7 @@ impl FakeNode {
             uptime_ms: 1234,
             dropped_datagrams: 5,
             membership: state.membership.clone(),
+            since_heard_ms: state.since_heard_ms.clone(),
         }
     }
 
@@ -361,9 +370,17 @@ impl FakeNode {
                                 );
                                 Ok(ClientResponse::Done)
                             }
+                            // As a real leader: a name out of the configuration is not found.
                             ClientOp::RemoveNode { name } => {
+                                let before = s.membership.members.len();
                                 s.membership.members.retain(|_, m| &m.name != name);
-                                Ok(ClientResponse::Done)
+                                if s.membership.members.len() < before {
+                                    Ok(ClientResponse::Done)
+                                } else {
+                                    Err(ClientError::NotFound {
+                                        what: format!("member {name}"),
+                                    })
+                                }
                             }
                             ClientOp::Put { .. } => {
                                 Ok(ClientResponse::Put(PutResult { revision: 42 }))
@@ -371,12 +388,20 @@ impl FakeNode {
                             _ => Ok(ClientResponse::Done),
                         }
                     };
-                    let reply = Body::ClientReply(ClientReply {
-                        client_id: request.client_id,
-                        seq: request.seq,
-                        result,
-                    });
-                    send_from(&socket, &msg_id, cluster, id, &reply, src).await;
+                    let lost = {
+                        let mut s = state.lock().unwrap();
+                        let lost = s.lose_replies > 0;
+                        s.lose_replies = s.lose_replies.saturating_sub(1);
+                        lost
+                    };
+                    if !lost {
+                        let reply = Body::ClientReply(ClientReply {
+                            client_id: request.client_id,
+                            seq: request.seq,
+                            result,
+                        });
+                        send_from(&socket, &msg_id, cluster, id, &reply, src).await;
+                    }
                     let _ = requests.send((Instant::now(), request));
                 }
                 Body::JoinResponse(response) => {

@@ -847,7 +847,31 @@ impl Node {
             uptime_ms: self.started.elapsed().as_millis() as u64,
             dropped_datagrams: self.t.dropped_total(),
             membership: self.raft.membership().clone(),
+            since_heard_ms: self.since_heard_ms(),
         }
+    }
+
+    /// The leader's own view of whom it hears, from its replication progress: the entrance
+    /// may be cut off from a member the leader still reaches.
+    fn since_heard_ms(&self) -> BTreeMap<NodeId, u64> {
+        if self.raft.role() != RaftRole::Leader {
+            return BTreeMap::new();
+        }
+        let tick_ms = u64::try_from(self.cfg.timing.tick.as_millis()).unwrap_or(u64::MAX);
+        self.raft
+            .membership()
+            .members
+            .keys()
+            .filter_map(|&id| {
+                let ticks = self.raft.progress(id)?.ticks_since_heard;
+                let ms = if ticks == u32::MAX {
+                    u64::MAX
+                } else {
+                    u64::from(ticks).saturating_mul(tick_ms)
+                };
+                Some((id, ms))
+            })
+            .collect()
     }
 
     fn node_detail(&self) -> NodeDetail {
