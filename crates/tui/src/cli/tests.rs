@@ -168,6 +168,26 @@ fn entrance_lists_are_parsed_and_bad_ones_explained() {
     assert_eq!(client_options(0).unwrap_err().code, "bad_request");
 }
 
+#[tokio::test]
+async fn a_write_of_unknown_outcome_is_a_one_line_indeterminate_error() {
+    let client = Client::new(
+        vec!["127.0.0.1:7000".parse().unwrap()],
+        ClusterKey::lab_default(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let op = op_of(&["put", "k", "v"]).unwrap().unwrap();
+    let err = CliError::request(RequestError::Indeterminate { attempts: 2 }, &op, &client);
+    assert_eq!(err.code, "indeterminate");
+    assert!(!err.message.contains('\n'), "{}", err.message);
+    assert!(
+        err.message.contains("may or may not have been applied"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("myraft get"), "{}", err.message);
+}
+
 #[test]
 fn a_missing_key_file_says_how_to_make_one() {
     let err = load_key(Some(std::path::Path::new("/nonexistent/cluster.key"))).unwrap_err();
