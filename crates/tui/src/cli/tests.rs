@@ -351,6 +351,50 @@ fn get_json_for_a_found_and_a_missing_key() {
 }
 
 #[test]
+fn a_stale_get_says_so_and_a_linearizable_one_keeps_its_fields() {
+    let found = || {
+        ClientResponse::Get(GetResult {
+            found: true,
+            value: Some(b"v".to_vec()),
+            revision: 5,
+            create_revision: 4,
+            version: 2,
+        })
+    };
+    let stale = render(op_of(&["get", "k", "--stale"]).unwrap().unwrap(), found());
+    assert_eq!(
+        stale.json,
+        json!({"key": "k", "found": true, "value": "v", "revision": 5,
+               "create_revision": 4, "version": 2, "stale": true})
+    );
+    // The value alone on stdout, so that scripts can use it; the marker goes to stderr.
+    assert_eq!(stale.human, "v");
+    assert_eq!(stale.note.as_deref(), Some("(stale read)"));
+
+    let missing = render(
+        op_of(&["get", "nope", "--stale"]).unwrap().unwrap(),
+        ClientResponse::Get(GetResult {
+            found: false,
+            value: None,
+            revision: 0,
+            create_revision: 0,
+            version: 0,
+        }),
+    );
+    assert_eq!(missing.json["stale"], json!(true));
+    assert_eq!(missing.note.as_deref(), Some("nope not found (stale read)"));
+
+    let linearizable = render(op_of(&["get", "k"]).unwrap().unwrap(), found());
+    assert_eq!(
+        linearizable.json.get("stale"),
+        None,
+        "{}",
+        linearizable.json
+    );
+    assert_eq!(linearizable.note, None);
+}
+
+#[test]
 fn binary_values_show_as_hex_when_asked() {
     let op = ClientOp::Get {
         key: vec![0xff],
