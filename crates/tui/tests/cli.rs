@@ -90,6 +90,50 @@ fn answer(op: ClientOp, me: SocketAddr) -> Result<ClientResponse, ClientError> {
     }
 }
 
+/// The `(client_id, seq)` of every write request a fake entrance received, in order.
+type Writes = std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
+
+/// Answers `Status` like [`fake_entrance`]. The first copy of each write is lost, and every
+/// later copy is answered `SessionExpired`: a leader applied the write, the reply was lost,
+/// and the cluster forgot the client's session before the retry came.
+async fn forgetful_entrance(key: ClusterKey) -> (SocketAddr, Writes) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let writes = Writes::default();
+    let seen = std::sync::Arc::clone(&writes);
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        loop {
+            let (len, from) = socket.recv_from(&mut buf).await.unwrap();
+            let Ok(env) = decode(&buf[..len], &key, Some(CLUSTER)) else {
+                continue;
+            };
+            let Body::ClientRequest(ClientRequest { client_id, seq, op }) = env.body else {
+                continue;
+            };
+            let result = if op.is_write() {
+                let mut seen = seen.lock().unwrap();
+                let again = seen.contains(&(client_id, seq));
+                seen.push((client_id, seq));
+                if !again {
+                    continue;
+                }
+                Err(ClientError::SessionExpired)
+            } else {
+                answer(op, addr)
+            };
+            let reply = Body::ClientReply(ClientReply {
+                client_id,
+                seq,
+                result,
+            });
+            let bytes = encode(&Envelope::new(CLUSTER, 1, seq, reply), &key).unwrap();
+            socket.send_to(&bytes, from).await.unwrap();
+        }
+    });
+    (addr, writes)
+}
+
 struct Outcome {
     code: i32,
     json: Value,
@@ -174,6 +218,29 @@ async fn failures_exit_1_with_a_json_error_and_a_reason_on_stderr() {
     let bad_addr = myraft("not-an-address", &["status"]).await;
     assert_eq!(bad_addr.code, 1);
     assert!(bad_addr.stderr.contains("--entrance"));
+}
+
+#[tokio::test]
+async fn a_retried_write_whose_session_expired_exits_1_as_indeterminate() {
+    let (entrance, writes) = forgetful_entrance(ClusterKey::lab_default()).await;
+    let out = myraft_within(&entrance.to_string(), 60_000, &["put", "k", "v"]).await;
+    let sessions: std::collections::HashSet<(u64, u64)> =
+        writes.lock().unwrap().iter().copied().collect();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "the write went out under more than one (client id, seq), so it could be applied \
+         more than once: {sessions:?}"
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert_eq!(out.json["error"], json!("indeterminate"), "{}", out.json);
+    let message = out.json["message"].as_str().unwrap();
+    assert!(
+        message.contains("may or may not have been applied"),
+        "{message}"
+    );
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains(message), "{}", out.stderr);
 }
 
 #[tokio::test]

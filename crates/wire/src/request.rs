@@ -31,9 +31,15 @@
 //! - **Message ids** come from one process-wide counter that starts at the process start
 //!   time in microseconds (see [`crate::replay`]).
 //!
-//! A session the server expired (`SessionExpired`, after minutes of idleness) is renewed: the
-//! client picks a new id and sends the write again as seq 1. That is safe because the
-//! server did not apply it and every earlier write of this client had its answer.
+//! A session the server expired (`SessionExpired`, after minutes of idleness) is renewed only
+//! when the answer is to the write's first and only attempt: the client picks a new id and
+//! sends the write again as seq 1. That is safe because nothing of this write was applied
+//! (the one copy sent was refused) and every earlier write of this client had its answer.
+//! Once a write has been sent more than once, an earlier copy may have been applied and its
+//! reply lost (a failover, a dropped datagram) before the session was forgotten; sending it
+//! under a new id would apply it twice. Such a write ends in
+//! [`RequestError::Indeterminate`] instead, and the next write opens a new session. Whether
+//! to renew is decided by counting attempts, never by how long anything took.
 
 use crate::client::{ClientError, ClientId, ClientOp, ClientReply, ClientRequest, ClientResponse};
 use crate::codec::{decode, encode_body, EncodeError, MAX_DATAGRAM};
@@ -110,6 +116,14 @@ pub enum RequestError {
     Timeout { ms: u64, tried: Vec<Target> },
     #[error(transparent)]
     Server(ClientError),
+    /// The write was sent `attempts` times and the server had forgotten the session when it
+    /// answered, so it cannot say whether an earlier copy was applied.
+    #[error(
+        "the outcome of the write is unknown: it was sent {attempts} times and the cluster \
+         forgot this client's session meanwhile, so it may or may not have been applied; \
+         read the key to find out"
+    )]
+    Indeterminate { attempts: u32 },
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
@@ -122,6 +136,7 @@ impl RequestError {
         match self {
             RequestError::Timeout { .. } => "timeout",
             RequestError::Server(e) => e.code(),
+            RequestError::Indeterminate { .. } => "indeterminate",
             RequestError::Io(_) => "io",
             RequestError::Encode(_) => "bad_request",
         }
@@ -392,24 +407,34 @@ impl Client {
         self.leader().addr = addr;
     }
 
+    /// Leaves the current session behind: later writes go out under a new client id.
+    fn new_session(&self) -> ClientId {
+        let id = random_client_id();
+        self.inner.shared.client_id.store(id, Ordering::Relaxed);
+        id
+    }
+
     /// Sends `op` and waits for its answer, retrying until [`ClientOptions::timeout`].
     pub async fn request(&self, op: ClientOp) -> Result<ClientResponse, RequestError> {
         let deadline = Instant::now() + self.inner.opts.timeout;
         if op.is_write() {
             let mut seq = self.inner.write_seq.lock().await;
-            let result = self.run(&op, *seq, deadline, true).await;
-            // Whatever happened, the next write gets a new number: a timed-out write may
-            // still be applied, and must not be confused with the next one.
+            let (result, used) = self.run(&op, *seq, deadline, true).await;
             *seq = match &result {
-                Ok((_, renewed)) if *renewed => 2,
-                _ => *seq + 1,
+                // The server has forgotten this session, so every later write under it would
+                // be refused too; a new id at seq 1 opens a new one.
+                Err(RequestError::Indeterminate { .. }) => {
+                    self.new_session();
+                    1
+                }
+                // Whatever else happened, the next write gets a new number: a timed-out write
+                // may still be applied, and must not be confused with the next one.
+                _ => used + 1,
             };
-            result.map(|(response, _)| response)
+            result
         } else {
             let seq = self.inner.next_read_seq.fetch_add(1, Ordering::Relaxed);
-            self.run(&op, seq, deadline, false)
-                .await
-                .map(|(response, _)| response)
+            self.run(&op, seq, deadline, false).await.0
         }
     }
 
@@ -420,14 +445,26 @@ impl Client {
         self.request(ClientOp::Status).await
     }
 
-    /// Returns the response and whether the session was renewed on the way.
+    /// Returns the result and the sequence number of the last attempt, which differs from
+    /// `seq` if the session was renewed on the way.
     async fn run(
         &self,
         op: &ClientOp,
         mut seq: u64,
         deadline: Instant,
         write: bool,
-    ) -> Result<(ClientResponse, bool), RequestError> {
+    ) -> (Result<ClientResponse, RequestError>, u64) {
+        let result = self.attempts(op, &mut seq, deadline, write).await;
+        (result, seq)
+    }
+
+    async fn attempts(
+        &self,
+        op: &ClientOp,
+        seq: &mut u64,
+        deadline: Instant,
+        write: bool,
+    ) -> Result<ClientResponse, RequestError> {
         let data = is_data_op(op);
         if data && self.wants_leader_refresh() {
             self.leader().last_refresh = Some(Instant::now());
@@ -442,13 +479,17 @@ impl Client {
         let mut attempt_timeout = opts.attempt_timeout;
         let mut backoff = opts.backoff;
         let mut renewed = false;
+        // Attempts handed to the network under the current (client id, seq): once there is
+        // more than one, an earlier copy may have been applied even if the copy answered was
+        // refused as `SessionExpired`.
+        let mut sent_attempts: u32 = 0;
         let mut redirects = 0;
         let mut tried: Vec<Target> = Vec::new();
         let mut entrance_index = self.inner.preferred_entrance.load(Ordering::Relaxed);
 
         let mut client_id = self.client_id();
         let (tx, mut rx) = mpsc::channel(REPLY_QUEUE);
-        let mut registration = self.register(client_id, seq, tx.clone());
+        let mut registration = self.register(client_id, *seq, tx.clone());
 
         loop {
             let now = Instant::now();
@@ -470,7 +511,7 @@ impl Client {
 
             let request = ClientRequest {
                 client_id,
-                seq,
+                seq: *seq,
                 op: op.clone(),
             };
             let bytes = encode_body(
@@ -492,10 +533,13 @@ impl Client {
                 // An address of the other family, or an unreachable route: treat it as
                 // silence and move on to the next target.
                 Err(_) => None,
-                Ok(_) => match tokio::time::timeout(wait, rx.recv()).await {
-                    Ok(Some((from, reply))) => Some(self.judge(target, from, reply.result)),
-                    Ok(None) | Err(_) => None,
-                },
+                Ok(_) => {
+                    sent_attempts = sent_attempts.saturating_add(1);
+                    match tokio::time::timeout(wait, rx.recv()).await {
+                        Ok(Some((from, reply))) => Some(self.judge(target, from, reply.result)),
+                        Ok(None) | Err(_) => None,
+                    }
+                }
             };
 
             match next {
@@ -507,7 +551,7 @@ impl Client {
                         );
                     }
                     self.learn(&response);
-                    return Ok((response, renewed));
+                    return Ok(response);
                 }
                 Some(Next::Done(Err(e))) => return Err(RequestError::Server(e)),
                 // Followers that point at each other (stale hints during an election)
@@ -519,16 +563,18 @@ impl Client {
                     tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(opts.max_backoff);
                 }
+                Some(Next::Renew) if write && sent_attempts > 1 => {
+                    return Err(RequestError::Indeterminate {
+                        attempts: sent_attempts,
+                    });
+                }
                 Some(Next::Renew) if write && !renewed => {
                     renewed = true;
-                    client_id = random_client_id();
-                    self.inner
-                        .shared
-                        .client_id
-                        .store(client_id, Ordering::Relaxed);
-                    seq = 1;
+                    client_id = self.new_session();
+                    *seq = 1;
+                    sent_attempts = 0;
                     drop(registration);
-                    registration = self.register(client_id, seq, tx.clone());
+                    registration = self.register(client_id, *seq, tx.clone());
                 }
                 Some(Next::Renew) => {
                     return Err(RequestError::Server(ClientError::SessionExpired));

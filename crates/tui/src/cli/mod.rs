@@ -189,6 +189,12 @@ impl CliError {
                  {compacted_before} or later, or leave out --rev"
             ),
             RequestError::Server(e) => e.to_string(),
+            RequestError::Indeterminate { .. } => match op {
+                ClientOp::Put { .. } | ClientOp::Delete { .. } => {
+                    format!("{err} (`myraft get KEY`)")
+                }
+                _ => err.to_string(),
+            },
             RequestError::Io(e) => format!("network error: {e}; check --entrance"),
             RequestError::Encode(e) => format!("cannot send the request: {e}"),
         };

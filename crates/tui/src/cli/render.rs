@@ -3,8 +3,8 @@
 
 use crate::local::LocalCluster;
 use myraft_wire::client::{
-    ClientOp, ClientResponse, ClusterStatus, HistoryResult, MemberStatus, NodeDetail, PendingJoin,
-    StopTarget,
+    ClientOp, ClientResponse, ClusterStatus, Consistency, HistoryResult, MemberStatus, NodeDetail,
+    PendingJoin, StopTarget,
 };
 use myraft_wire::health::PeerRef;
 use serde_json::{json, Value};
@@ -105,7 +105,12 @@ pub fn response(
                 )
             },
         ),
-        (ClientOp::Get { key, .. }, ClientResponse::Get(r)) => {
+        (
+            ClientOp::Get {
+                key, consistency, ..
+            },
+            ClientResponse::Get(r),
+        ) => {
             let value = r.value.as_deref().filter(|_| r.found);
             let mut report = Report::new(
                 json!({
@@ -125,6 +130,15 @@ pub fn response(
             }
             if value.is_none() {
                 report.note = Some(format!("{} not found", text(key, hex)));
+            }
+            // Only when true, so that a linearizable get keeps the fields DESIGN.md fixes.
+            // The request client does not tell which node answered, so the note names none.
+            if *consistency == Consistency::Stale {
+                report.json["stale"] = Value::Bool(true);
+                report.note = Some(match report.note.take() {
+                    Some(note) => format!("{note} (stale read)"),
+                    None => "(stale read)".to_owned(),
+                });
             }
             report
         }

@@ -168,6 +168,26 @@ fn entrance_lists_are_parsed_and_bad_ones_explained() {
     assert_eq!(client_options(0).unwrap_err().code, "bad_request");
 }
 
+#[tokio::test]
+async fn a_write_of_unknown_outcome_is_a_one_line_indeterminate_error() {
+    let client = Client::new(
+        vec!["127.0.0.1:7000".parse().unwrap()],
+        ClusterKey::lab_default(),
+        ClientOptions::default(),
+    )
+    .unwrap();
+    let op = op_of(&["put", "k", "v"]).unwrap().unwrap();
+    let err = CliError::request(RequestError::Indeterminate { attempts: 2 }, &op, &client);
+    assert_eq!(err.code, "indeterminate");
+    assert!(!err.message.contains('\n'), "{}", err.message);
+    assert!(
+        err.message.contains("may or may not have been applied"),
+        "{}",
+        err.message
+    );
+    assert!(err.message.contains("myraft get"), "{}", err.message);
+}
+
 #[test]
 fn a_missing_key_file_says_how_to_make_one() {
     let err = load_key(Some(std::path::Path::new("/nonexistent/cluster.key"))).unwrap_err();
@@ -328,6 +348,50 @@ fn get_json_for_a_found_and_a_missing_key() {
     assert_eq!(missing.json["found"], json!(false));
     assert_eq!(missing.json["value"], Value::Null);
     assert!(missing.note.unwrap().contains("not found"));
+}
+
+#[test]
+fn a_stale_get_says_so_and_a_linearizable_one_keeps_its_fields() {
+    let found = || {
+        ClientResponse::Get(GetResult {
+            found: true,
+            value: Some(b"v".to_vec()),
+            revision: 5,
+            create_revision: 4,
+            version: 2,
+        })
+    };
+    let stale = render(op_of(&["get", "k", "--stale"]).unwrap().unwrap(), found());
+    assert_eq!(
+        stale.json,
+        json!({"key": "k", "found": true, "value": "v", "revision": 5,
+               "create_revision": 4, "version": 2, "stale": true})
+    );
+    // The value alone on stdout, so that scripts can use it; the marker goes to stderr.
+    assert_eq!(stale.human, "v");
+    assert_eq!(stale.note.as_deref(), Some("(stale read)"));
+
+    let missing = render(
+        op_of(&["get", "nope", "--stale"]).unwrap().unwrap(),
+        ClientResponse::Get(GetResult {
+            found: false,
+            value: None,
+            revision: 0,
+            create_revision: 0,
+            version: 0,
+        }),
+    );
+    assert_eq!(missing.json["stale"], json!(true));
+    assert_eq!(missing.note.as_deref(), Some("nope not found (stale read)"));
+
+    let linearizable = render(op_of(&["get", "k"]).unwrap().unwrap(), found());
+    assert_eq!(
+        linearizable.json.get("stale"),
+        None,
+        "{}",
+        linearizable.json
+    );
+    assert_eq!(linearizable.note, None);
 }
 
 #[test]

@@ -504,10 +504,21 @@ async fn no_leader_yet_means_back_off_and_retry() {
     request.await.unwrap().unwrap();
 }
 
+/// Options under which no attempt is sent again before the test answers it, however slow
+/// the machine: renewal depends on how many attempts were sent.
+fn patient() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(600),
+        attempt_timeout: Duration::from_secs(600),
+        max_attempt_timeout: Duration::from_secs(600),
+        ..ClientOptions::default()
+    }
+}
+
 #[tokio::test]
 async fn an_expired_session_is_renewed_as_a_new_client() {
     let server = FakeServer::bind().await;
-    let c = client(vec![server.addr()]);
+    let c = client_with(vec![server.addr()], patient());
     let old_id = c.client_id();
     let request = tokio::spawn({
         let c = c.clone();
@@ -537,6 +548,57 @@ async fn an_expired_session_is_renewed_as_a_new_client() {
     assert_eq!(next.request.seq, 2);
     server.reply(&next, put_ok(4)).await;
     request.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_retried_write_whose_session_expired_is_indeterminate_not_renewed() {
+    let server = FakeServer::bind().await;
+    let c = client_with(vec![server.addr()], quick(600_000));
+    let old_id = c.client_id();
+    let mut request = tokio::spawn({
+        let c = c.clone();
+        async move { c.request(put("a")).await }
+    });
+    let status = server.recv().await;
+    server
+        .reply(
+            &status,
+            Ok(ClientResponse::Status(status_with_leader(server.addr()))),
+        )
+        .await;
+    // The first attempt is lost on the way back: it may have been applied.
+    let first = server.recv().await;
+    assert_eq!(first.request.op, put("a"));
+    let retry = loop {
+        let r = server.recv_any().await;
+        if (r.request.client_id, r.request.seq) == (first.request.client_id, first.request.seq) {
+            break r;
+        }
+    };
+    server.reply(&retry, Err(ClientError::SessionExpired)).await;
+    let result = tokio::select! {
+        result = &mut request => result.unwrap(),
+        again = server.recv() => panic!(
+            "the write was sent again as client {} seq {} after its session expired: an \
+             earlier attempt may have been applied, so this could apply it twice",
+            again.request.client_id, again.request.seq
+        ),
+    };
+    let err = result.unwrap_err();
+    assert_eq!(err.code(), "indeterminate", "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("may or may not have been applied"), "{text}");
+
+    // The expired session is left behind: the next write opens a new one.
+    let request = tokio::spawn({
+        let c = c.clone();
+        async move { c.request(put("b")).await }
+    });
+    let next = server.recv().await;
+    assert_ne!(next.request.client_id, old_id);
+    assert_eq!(next.request.seq, 1);
+    server.reply(&next, put_ok(7)).await;
+    assert_eq!(request.await.unwrap().unwrap(), put_ok(7).unwrap());
 }
 
 #[tokio::test]
