@@ -1,5 +1,6 @@
 //! How a node is set up: flags, timing and limits.
 
+use crate::storage::DiskOptions;
 use myraft_wire::codec::DEFAULT_PAYLOAD_BUDGET;
 use myraft_wire::key::ClusterKey;
 use std::net::SocketAddr;
@@ -25,6 +26,9 @@ pub struct NodeConfig {
     pub max_datagram: usize,
     /// Take a snapshot once this many entries were applied since the last one.
     pub snapshot_every: u64,
+    /// How the Raft log is stored: segment size, and the file system (the real one, or a
+    /// simulated one in crash tests).
+    pub disk: DiskOptions,
     /// Seeds the node id of a new node and the election timeouts. `None` (the default) draws
     /// from the OS; a fixed seed makes a run on a simulated network replayable.
     pub rng_seed: Option<u64>,
@@ -67,6 +71,7 @@ impl NodeConfig {
             timing: Timing::default(),
             max_datagram: DEFAULT_PAYLOAD_BUDGET,
             snapshot_every: 10_000,
+            disk: DiskOptions::default(),
             rng_seed: None,
         }
     }

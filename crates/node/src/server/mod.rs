@@ -43,9 +43,28 @@ pub fn bootstrap_static(
     name: &str,
     membership: Membership,
 ) -> Result<(), ServerError> {
+    bootstrap_static_with(
+        data_dir,
+        cluster_id,
+        node_id,
+        name,
+        membership,
+        &DiskOptions::default(),
+    )
+}
+
+/// [`bootstrap_static`] with the log kept as `disk` says (a simulated file system in tests).
+pub fn bootstrap_static_with(
+    data_dir: &Path,
+    cluster_id: u64,
+    node_id: u64,
+    name: &str,
+    membership: Membership,
+    disk: &DiskOptions,
+) -> Result<(), ServerError> {
     std::fs::create_dir_all(data_dir).map_err(|e| ServerError::io("create", data_dir, e))?;
     let _lock = DataDirLock::acquire(data_dir)?;
-    let (mut storage, _) = DiskStorage::open(&data_dir.join("raft"), DiskOptions::default())?;
+    let (mut storage, _) = DiskStorage::open(&data_dir.join("raft"), disk.clone())?;
     if storage.last_index() == 0 {
         let init = InitialState::bootstrap(membership);
         storage.append(&init.entries)?;

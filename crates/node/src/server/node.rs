@@ -12,7 +12,7 @@ use super::transport::{Socket, Transport};
 use super::ServerError;
 use crate::raft::{Config as RaftConfig, InitialState, Raft, RaftError, Role as RaftRole};
 use crate::state_machine::{ClientCommand, Command, LogCommand, StateMachine};
-use crate::storage::{DataDirLock, DiskOptions, DiskStorage, Storage};
+use crate::storage::{DataDirLock, DiskStorage, Storage};
 use myraft_wire::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency, LeaderHint,
     NodeDetail, StopTarget,
@@ -113,7 +113,7 @@ async fn serve(
         .map_err(|e| ServerError::io("inspect", Path::new("socket"), e))?;
     let advertise = cfg.advertised(bound);
     let raft_dir = cfg.data_dir.join("raft");
-    let (mut storage, report) = DiskStorage::open(&raft_dir, DiskOptions::default())?;
+    let (mut storage, report) = DiskStorage::open(&raft_dir, cfg.disk.clone())?;
     if report.truncated_bytes > 0 {
         tracing::warn!(?report.truncated_at, bytes = report.truncated_bytes, "cut a torn record from the log tail (a crash during a write)");
     }

@@ -49,11 +49,12 @@
 
 use super::log::MemLog;
 use super::record::{self, Checkpoint, Record, RecordRef};
+use super::vfs::{OpenMode, OsFs, Vfs, VfsFile};
 use super::{Storage, StorageError};
 use myraft_wire::raft::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Segments roll over at this size unless told otherwise.
 pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
@@ -65,16 +66,28 @@ const SNAPSHOT_TMP: &str = "snapshot.tmp";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"MYRAFTS1";
 const SNAPSHOT_HEADER_LEN: usize = 8 + 8 + 4;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct DiskOptions {
     /// Start a new segment once the active one would grow past this many bytes.
     pub segment_size: u64,
+    /// Where the files live: the operating system's file system, or a simulated one.
+    pub vfs: Arc<dyn Vfs>,
 }
 
 impl Default for DiskOptions {
     fn default() -> Self {
         DiskOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
+            vfs: OsFs::shared(),
+        }
+    }
+}
+
+impl DiskOptions {
+    pub fn with_segment_size(segment_size: u64) -> Self {
+        DiskOptions {
+            segment_size,
+            ..DiskOptions::default()
         }
     }
 }
@@ -112,7 +125,7 @@ pub struct DiskStorage {
     snapshot_meta: Option<SnapshotMeta>,
     /// Oldest first; the last one is being written.
     segments: Vec<Segment>,
-    active: File,
+    active: Box<dyn VfsFile>,
     /// Written but not yet synced.
     dirty: bool,
     /// Set after a write error that could not be undone; see the module docs.
@@ -130,9 +143,8 @@ fn segment_path(wal_dir: &Path, seq: u64) -> PathBuf {
     wal_dir.join(format!("{seq:020}.{SEGMENT_EXT}"))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+fn sync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<(), StorageError> {
+    vfs.sync_dir(dir)
         .map_err(|e| StorageError::io(dir, "sync directory", e))
 }
 
@@ -145,12 +157,12 @@ fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError 
 }
 
 /// The log's segments, oldest first, checked for gaps in their numbering.
-fn list_segments(wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
-    let read = fs::read_dir(wal_dir).map_err(|e| StorageError::io(wal_dir, "list", e))?;
+fn list_segments(vfs: &dyn Vfs, wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
+    let read = vfs
+        .list(wal_dir)
+        .map_err(|e| StorageError::io(wal_dir, "list", e))?;
     let mut found = Vec::new();
-    for item in read {
-        let item = item.map_err(|e| StorageError::io(wal_dir, "list", e))?;
-        let path = item.path();
+    for path in read {
         if path.extension().and_then(|e| e.to_str()) != Some(SEGMENT_EXT) {
             continue;
         }
@@ -181,8 +193,8 @@ fn list_segments(wal_dir: &Path) -> Result<Vec<(u64, PathBuf)>, StorageError> {
     Ok(found)
 }
 
-fn read_snapshot_file(path: &Path) -> Result<Option<Snapshot>, StorageError> {
-    let bytes = match fs::read(path) {
+fn read_snapshot_file(vfs: &dyn Vfs, path: &Path) -> Result<Option<Snapshot>, StorageError> {
+    let bytes = match vfs.read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io(path, "read", e)),
@@ -230,8 +242,8 @@ struct Replayed {
     report: RecoveryReport,
 }
 
-fn replay(wal_dir: &Path) -> Result<Replayed, StorageError> {
-    let files = list_segments(wal_dir)?;
+fn replay(vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed, StorageError> {
+    let files = list_segments(vfs, wal_dir)?;
     let mut log = MemLog::new();
     let mut hard_state = HardState::default();
     let mut segments = Vec::with_capacity(files.len());
@@ -245,7 +257,9 @@ fn replay(wal_dir: &Path) -> Result<Replayed, StorageError> {
     let count = files.len();
     for (i, (seq, path)) in files.into_iter().enumerate() {
         let is_last = i + 1 == count;
-        let bytes = fs::read(&path).map_err(|e| StorageError::io(&path, "read", e))?;
+        let bytes = vfs
+            .read(&path)
+            .map_err(|e| StorageError::io(&path, "read", e))?;
         let mut offset = 0usize;
         let mut opened_at_last = None;
         let mut header_len = 0;
@@ -267,7 +281,7 @@ fn replay(wal_dir: &Path) -> Result<Replayed, StorageError> {
                             format!("{why}, in a segment that is not the last"),
                         ));
                     }
-                    cut_tail(&path, offset as u64)?;
+                    cut_tail(vfs, &path, offset as u64)?;
                     report.truncated_bytes = (bytes.len() - offset) as u64;
                     report.truncated_at = Some((path.clone(), offset as u64, why.to_string()));
                     break;
@@ -360,13 +374,12 @@ fn replay(wal_dir: &Path) -> Result<Replayed, StorageError> {
     })
 }
 
-fn cut_tail(path: &Path, len: u64) -> Result<(), StorageError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
+fn cut_tail(vfs: &dyn Vfs, path: &Path, len: u64) -> Result<(), StorageError> {
+    let mut file = vfs
+        .open_append(path, OpenMode::Existing)
         .map_err(|e| StorageError::io(path, "open for repair", e))?;
     file.set_len(len)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| file.sync_data())
         .map_err(|e| StorageError::io(path, "cut torn tail of", e))
 }
 
@@ -377,22 +390,24 @@ impl DiskStorage {
         dir: &Path,
         options: DiskOptions,
     ) -> Result<(DiskStorage, RecoveryReport), StorageError> {
+        let vfs = Arc::clone(&options.vfs);
         let wal_dir = dir.join(WAL_DIR);
-        fs::create_dir_all(&wal_dir).map_err(|e| StorageError::io(&wal_dir, "create", e))?;
+        vfs.create_dir_all(&wal_dir)
+            .map_err(|e| StorageError::io(&wal_dir, "create", e))?;
         let tmp = dir.join(SNAPSHOT_TMP);
-        match fs::remove_file(&tmp) {
+        match vfs.remove_file(&tmp) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(StorageError::io(&tmp, "remove", e)),
         }
         let snapshot_path = dir.join(SNAPSHOT_FILE);
-        let snapshot_meta = read_snapshot_file(&snapshot_path)?.map(|s| s.meta);
+        let snapshot_meta = read_snapshot_file(&*vfs, &snapshot_path)?.map(|s| s.meta);
         let Replayed {
             log,
             hard_state,
             mut segments,
             report,
-        } = replay(&wal_dir)?;
+        } = replay(&*vfs, &wal_dir)?;
 
         let snapshot_index = snapshot_meta.as_ref().map_or(0, |m| m.last_index);
         if log.base_index() > snapshot_index {
@@ -408,15 +423,14 @@ impl DiskStorage {
         }
         let (active, fresh) = match segments.last() {
             Some(seg) => {
-                let file = OpenOptions::new()
-                    .append(true)
-                    .open(&seg.path)
+                let file = vfs
+                    .open_append(&seg.path, OpenMode::Existing)
                     .map_err(|e| StorageError::io(&seg.path, "open", e))?;
                 (file, seg.len == 0)
             }
             None => {
                 let path = segment_path(&wal_dir, 1);
-                let file = create_segment_file(&path)?;
+                let file = create_segment_file(&*vfs, &path)?;
                 segments.push(Segment {
                     seq: 1,
                     path,
@@ -462,7 +476,7 @@ impl DiskStorage {
         }
         store.sync()?;
         if fresh {
-            sync_dir(&store.wal_dir)?;
+            sync_dir(&*store.options.vfs, &store.wal_dir)?;
         }
         store.mark_synced();
         // A snapshot of our own is saved before the log is compacted to it; finish a
@@ -594,7 +608,7 @@ impl DiskStorage {
         self.sync()?;
         let seq = self.segments.last().map_or(1, |s| s.seq + 1);
         let path = segment_path(&self.wal_dir, seq);
-        let file = create_segment_file(&path)?;
+        let file = create_segment_file(&*self.options.vfs, &path)?;
         let previous = std::mem::replace(&mut self.active, file);
         self.segments.push(Segment {
             seq,
@@ -606,13 +620,13 @@ impl DiskStorage {
         let started = self
             .write_checkpoint()
             .and_then(|()| self.sync())
-            .and_then(|()| sync_dir(&self.wal_dir));
+            .and_then(|()| sync_dir(&*self.options.vfs, &self.wal_dir));
         if let Err(err) = started {
             // Go back to the old segment; the new file must not survive as a checkpoint-less
             // tail unless the cleanup itself fails.
             self.active = previous;
             self.segments.pop();
-            if let Err(rm) = fs::remove_file(&path) {
+            if let Err(rm) = self.options.vfs.remove_file(&path) {
                 self.failed = Some(format!(
                     "{err}; then cannot remove {}: {rm}",
                     path.display()
@@ -643,29 +657,28 @@ impl DiskStorage {
         bytes.extend_from_slice(&payload);
         let tmp = self.dir.join(SNAPSHOT_TMP);
         let path = self.dir.join(SNAPSHOT_FILE);
-        File::create(&tmp)
+        let vfs = Arc::clone(&self.options.vfs);
+        vfs.open_append(&tmp, OpenMode::Truncate)
             .and_then(|mut f| {
                 f.write_all(&bytes)?;
-                f.sync_all()
+                f.sync_data()
             })
             .map_err(|e| StorageError::io(&tmp, "write", e))?;
-        fs::rename(&tmp, &path).map_err(|e| StorageError::io(&path, "replace", e))?;
+        vfs.rename(&tmp, &path)
+            .map_err(|e| StorageError::io(&path, "replace", e))?;
         // From here the new snapshot may or may not survive a crash; memory must not run
         // ahead of it, so a failure stops all writes.
-        sync_dir(&self.dir).map_err(|e| self.fail(e))
+        sync_dir(&*vfs, &self.dir).map_err(|e| self.fail(e))
     }
 }
 
-fn create_segment_file(path: &Path) -> Result<File, StorageError> {
-    OpenOptions::new()
-        .append(true)
-        .create_new(true)
-        .open(path)
+fn create_segment_file(vfs: &dyn Vfs, path: &Path) -> Result<Box<dyn VfsFile>, StorageError> {
+    vfs.open_append(path, OpenMode::CreateNew)
         .map_err(|e| StorageError::io(path, "create", e))
 }
 
 fn write_all_maybe_failing(
-    file: &mut File,
+    file: &mut Box<dyn VfsFile>,
     buf: &[u8],
     #[cfg(test)] fail_after: Option<usize>,
 ) -> io::Result<()> {
@@ -772,7 +785,7 @@ impl Storage for DiskStorage {
         if self.snapshot_meta.is_none() {
             return Ok(None);
         }
-        read_snapshot_file(&self.dir.join(SNAPSHOT_FILE))
+        read_snapshot_file(&*self.options.vfs, &self.dir.join(SNAPSHOT_FILE))
     }
 
     fn snapshot_meta(&self) -> Option<SnapshotMeta> {
@@ -804,12 +817,15 @@ impl Storage for DiskStorage {
         let mut removed = false;
         while self.segments.len() > 1 && self.segments[1].opened_at_last <= self.log.base_index() {
             let path = self.segments[0].path.clone();
-            fs::remove_file(&path).map_err(|e| StorageError::io(&path, "remove", e))?;
+            self.options
+                .vfs
+                .remove_file(&path)
+                .map_err(|e| StorageError::io(&path, "remove", e))?;
             self.segments.remove(0);
             removed = true;
         }
         if removed {
-            sync_dir(&self.wal_dir)?;
+            sync_dir(&*self.options.vfs, &self.wal_dir)?;
         }
         Ok(())
     }
@@ -826,9 +842,9 @@ impl DiskStorage {
         let (seq, len) = self.synced;
         for seg in &self.segments {
             if seg.seq > seq {
-                let _ = fs::remove_file(&seg.path);
+                let _ = self.options.vfs.remove_file(&seg.path);
             } else if seg.seq == seq {
-                let _ = cut_tail(&seg.path, len);
+                let _ = cut_tail(&*self.options.vfs, &seg.path, len);
             }
         }
         self.dir.clone()

@@ -13,6 +13,8 @@
 //! - [`DiskStorage`]: a segmented, checksummed, append-only write-ahead log plus a snapshot
 //!   file; see `disk.rs` for the on-disk format and recovery rules.
 //! - [`DataDirLock`]: keeps a second `myraft-node` process off a data dir that is in use.
+//! - [`Vfs`]: the file operations `DiskStorage` uses; [`OsFs`] is the real file system and
+//!   [`SimFs`] one in memory that loses unsynced writes at a crash, for crash tests.
 //!
 //! Log positions follow Raft: the first entry has index 1; index 0 with term 0 stands for
 //! "before the log". Once a prefix is compacted into a snapshot, the log keeps the index and
@@ -24,6 +26,8 @@ mod lock;
 mod log;
 mod mem;
 mod record;
+mod sim_fs;
+mod vfs;
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +35,8 @@ mod tests;
 pub use disk::{DiskOptions, DiskStorage, RecoveryReport, DEFAULT_SEGMENT_SIZE};
 pub use lock::DataDirLock;
 pub use mem::MemStorage;
+pub use sim_fs::{Fault, SimFs};
+pub use vfs::{OpenMode, OsFs, Vfs, VfsFile};
 
 use myraft_wire::raft::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 use std::io;

@@ -50,7 +50,7 @@ fn open(dir: &Path) -> (DiskStorage, RecoveryReport) {
 }
 
 fn open_small(dir: &Path, segment_size: u64) -> (DiskStorage, RecoveryReport) {
-    DiskStorage::open(dir, DiskOptions { segment_size }).unwrap()
+    DiskStorage::open(dir, DiskOptions::with_segment_size(segment_size)).unwrap()
 }
 
 fn all_entries(s: &impl Storage) -> Vec<Entry> {
@@ -424,7 +424,7 @@ fn storage_damage_in_an_earlier_segment_is_an_error() {
     let first = &segs[0];
     let len = fs::metadata(first).unwrap().len();
     flip_bit(first, len - 1, 0);
-    match DiskStorage::open(dir.path(), DiskOptions { segment_size: 300 }) {
+    match DiskStorage::open(dir.path(), DiskOptions::with_segment_size(300)) {
         Err(StorageError::Corrupt { path, reason, .. }) => {
             assert_eq!(&path, first);
             assert!(reason.contains("not the last"), "{reason}");
@@ -445,14 +445,14 @@ fn storage_missing_segment_is_an_error() {
     let segs = s.segment_paths();
     drop(s);
     fs::remove_file(&segs[1]).unwrap();
-    let err = DiskStorage::open(dir.path(), DiskOptions { segment_size: 300 }).unwrap_err();
+    let err = DiskStorage::open(dir.path(), DiskOptions::with_segment_size(300)).unwrap_err();
     assert!(err.to_string().contains("missing"), "{err}");
     // Losing the oldest segment, which no compaction made useless, is caught too.
     fs::remove_file(&segs[0]).unwrap();
     for (i, seg) in segs.iter().enumerate().skip(2) {
         fs::rename(seg, &segs[i - 2]).unwrap();
     }
-    let err = DiskStorage::open(dir.path(), DiskOptions { segment_size: 300 }).unwrap_err();
+    let err = DiskStorage::open(dir.path(), DiskOptions::with_segment_size(300)).unwrap_err();
     assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
 }
 
