@@ -9,9 +9,11 @@
 //! time is turmoil's. The wall clock (`SystemTime`) still reaches the nodes, but only as
 //! session timestamps (sessions expire after minutes, far beyond a run) and as the start of
 //! message ids (the replay filter compares ids relative to each other), so it does not change
-//! what happens.
+//! what happens. A second scenario restarts a node with its clock set back, through
+//! `NodeConfig::wall_clock_us`.
 #![allow(clippy::unwrap_used)]
 
+use myraft_node::server::config::system_clock_us;
 use myraft_node::server::transport::RecvFuture;
 use myraft_node::server::{bootstrap_static, run_with_socket, NodeConfig, Socket, Timing};
 use myraft_wire::client::{
@@ -86,7 +88,13 @@ fn membership() -> Membership {
 
 /// One node's software. Founding happens inside the host because the addresses in the
 /// membership are the ones turmoil assigned.
-async fn node(seed: u64, id: u64, name: &'static str, dir: PathBuf) -> turmoil::Result {
+async fn node(
+    seed: u64,
+    id: u64,
+    name: &'static str,
+    dir: PathBuf,
+    clock: fn() -> u64,
+) -> turmoil::Result {
     bootstrap_static(&dir, CLUSTER, id, name, membership())?;
     let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
     let mut cfg = NodeConfig::new(name, (Ipv4Addr::UNSPECIFIED, PORT).into(), vec![], dir);
@@ -97,6 +105,7 @@ async fn node(seed: u64, id: u64, name: &'static str, dir: PathBuf) -> turmoil::
         heartbeat_ticks: 2,
     };
     cfg.rng_seed = Some(seed.wrapping_mul(31).wrapping_add(id));
+    cfg.wall_clock_us = clock;
     run_with_socket(cfg, SimSocket(socket), CancellationToken::new()).await?;
     Ok(())
 }
@@ -458,7 +467,9 @@ fn run_seed(seed: u64) -> Result<Vec<String>, String> {
         .build();
     for (i, name) in NODES.into_iter().enumerate() {
         let dir = tmp.path().join(name);
-        sim.host(name, move || node(seed, i as u64 + 1, name, dir.clone()));
+        sim.host(name, move || {
+            node(seed, i as u64 + 1, name, dir.clone(), system_clock_us)
+        });
     }
     let lossy = Rc::new(Cell::new(false));
     let log = Rc::new(RefCell::new(Vec::new()));
@@ -512,4 +523,127 @@ fn a_seed_replays_the_same_run() {
     let first = run_seed(seed).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
     let second = run_seed(seed).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
     assert_eq!(first, second, "seed {seed} did not replay the same run");
+}
+
+const CLOCK_US: u64 = 1_700_000_000_000_000;
+
+fn clock_at_first_start() -> u64 {
+    CLOCK_US
+}
+
+fn clock_ten_minutes_back() -> u64 {
+    CLOCK_US - 600_000_000
+}
+
+/// The client's side of the restart test: `restart` asks the test loop to restart n3, whose
+/// software counts its starts in `starts`.
+async fn restart_scenario(
+    restart: Rc<Cell<bool>>,
+    starts: Rc<Cell<u32>>,
+    log: Rc<RefCell<Vec<String>>>,
+) -> Result<(), String> {
+    let mut c = Client::new().await;
+    let mut acked = Vec::new();
+    write_phase(&mut c, 1, WRITES, &mut acked, &log).await?;
+    // A follower only answers its leader, so only the leader remembers n3's ids. Cut off
+    // the other node, and the leader can commit nothing without hearing n3 again.
+    let leader = name_of(c.leader.ok_or("no leader after the first phase")?);
+    let cut = match leader {
+        "n3" => "n1",
+        l => NODES
+            .into_iter()
+            .find(|n| *n != l && *n != "n3")
+            .ok_or("three nodes have a third")?,
+    };
+
+    restart.set(true);
+    let n3 = node_addr("n3");
+    let mut back = false;
+    for _ in 0..100 {
+        let read = c.stale_get(n3, "p1-k0").await;
+        if starts.get() == 2 && read.is_some() {
+            back = true;
+            break;
+        }
+    }
+    if !back {
+        return Err("n3 did not come back after its restart".into());
+    }
+    log.borrow_mut()
+        .push("n3 restarted, its clock 10 minutes back".into());
+
+    for other in NODES.iter().filter(|n| **n != cut) {
+        turmoil::partition(cut, *other);
+    }
+    log.borrow_mut().push(format!("partitioned {cut}"));
+    write_phase(&mut c, 2, WRITES, &mut acked, &log).await?;
+
+    let last = acked.last().ok_or("nothing was acknowledged")?;
+    for _ in 0..100 {
+        if c.stale_get(n3, &last.key).await.as_deref() == Some(last.value.as_bytes()) {
+            log.borrow_mut()
+                .push(format!("done at {:?}", turmoil::elapsed()));
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("n3 never applied {last:?}"))
+}
+
+/// NTP may step a clock back while its node is down. Its peers still remember the message
+/// ids it sent before, so the restarted node must send above them to be heard at all: here
+/// it has to be, for a majority of n2 and n3 to commit anything.
+#[test]
+fn a_node_restarted_with_its_clock_set_back_is_heard_by_its_peers() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+    let seed = seeds()[0];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(600))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(10))
+        .udp_capacity(4096)
+        .build();
+    let starts = Rc::new(Cell::new(0u32));
+    for (i, name) in NODES.into_iter().enumerate() {
+        let dir = tmp.path().join(name);
+        let starts = starts.clone();
+        sim.host(name, move || {
+            let mut clock: fn() -> u64 = clock_at_first_start;
+            if name == "n3" {
+                starts.set(starts.get() + 1);
+                if starts.get() > 1 {
+                    clock = clock_ten_minutes_back;
+                }
+            }
+            node(seed, i as u64 + 1, name, dir.clone(), clock)
+        });
+    }
+    let restart = Rc::new(Cell::new(false));
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let (r, s, l) = (restart.clone(), starts.clone(), log.clone());
+    sim.client(
+        "client",
+        async move { Ok(restart_scenario(r, s, l).await?) },
+    );
+    loop {
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => panic!(
+                "seed {seed} failed: {e}\n{}\nreplay with MYRAFT_SEED={seed}",
+                log.borrow().join("; ")
+            ),
+        }
+        if restart.take() {
+            sim.bounce("n3");
+        }
+    }
+    assert_eq!(starts.get(), 2, "n3 should have started twice");
+    eprintln!("seed {seed}: {}", log.borrow().join("; "));
 }

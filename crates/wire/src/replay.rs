@@ -5,11 +5,13 @@
 //! Check only datagrams that [`crate::codec::decode`] authenticated, so that forged ids
 //! cannot push the window forward and a forger cannot fill [`ReplayFilter`] with senders.
 //!
-//! A sender must never reuse an id, across restarts too. Starting the counter at the wall
-//! clock in microseconds when the process starts, and adding one per datagram, does that
-//! without storing anything: a restarted sender starts above everything it sent before
-//! (unless it sent more than a million datagrams a second). Raft and the client sessions
-//! tolerate the loss of the rare datagram that arrives more than [`WINDOW`] ids late.
+//! A sender must never reuse an id, across restarts too, and a receiver never forgets a
+//! sender, so a restarted sender must start above everything it sent before. Starting the
+//! counter at the wall clock in microseconds, adding one per datagram, does that unless
+//! the clock was set back by more than the downtime; a node therefore also starts above the
+//! block of ids it last reserved in its data dir (myraft-node's `server::msg_ids`). Raft
+//! and the client sessions tolerate the loss of the rare datagram that arrives more than
+//! [`WINDOW`] ids late.
 
 use crate::envelope::SenderId;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@ use myraft_wire::codec::DEFAULT_PAYLOAD_BUDGET;
 use myraft_wire::key::ClusterKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Everything `myraft-node` needs to run.
 #[derive(Clone)]
@@ -32,6 +32,9 @@ pub struct NodeConfig {
     /// Seeds the node id of a new node and the election timeouts. `None` (the default) draws
     /// from the OS; a fixed seed makes a run on a simulated network replayable.
     pub rng_seed: Option<u64>,
+    /// The wall clock in microseconds since the Unix epoch, which message ids start from.
+    /// Tests replace it to restart a node as if its clock had been stepped.
+    pub wall_clock_us: fn() -> u64,
 }
 
 /// Raft timing. The defaults suit a LAN with ordinary disks: a heartbeat every 100 ms and an
@@ -73,10 +76,18 @@ impl NodeConfig {
             snapshot_every: 10_000,
             disk: DiskOptions::default(),
             rng_seed: None,
+            wall_clock_us: system_clock_us,
         }
     }
 
     pub fn advertised(&self, bound: SocketAddr) -> String {
         self.advertise.clone().unwrap_or_else(|| bound.to_string())
     }
+}
+
+/// The system's wall clock in µs; 0 if it reads before the epoch.
+pub fn system_clock_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }

@@ -9,6 +9,7 @@
 //! - [`identity`]: cluster id and node id in the data dir;
 //! - `join`: asking the entrance for admission;
 //! - [`transport`]: the socket, codec and drop counters;
+//! - `msg_ids`: message ids that move forward across restarts, reserved in the data dir;
 //! - `node`: the event loop and what it does per input;
 //! - `apply`: committed entries into the state machine, and the replies they release;
 //! - `snapshot_transfer`: snapshots larger than a datagram, in chunks.
@@ -18,6 +19,7 @@ mod clock;
 pub mod config;
 pub mod identity;
 mod join;
+mod msg_ids;
 mod node;
 #[cfg(test)]
 mod recovery_tests;

@@ -125,7 +125,7 @@ async fn serve(
     let (identity, t) = match Identity::load(&cfg.data_dir)? {
         Some(id) => {
             tracing::info!(node_id = %format!("{:x}", id.node_id), "restarting from {}", cfg.data_dir.display());
-            let t = Transport::new(socket, cfg.key.clone(), id.cluster_id, id.node_id);
+            let t = Transport::open(socket, &cfg, id.cluster_id, id.node_id)?;
             (id, t)
         }
         None => {
@@ -135,7 +135,7 @@ async fn serve(
                     break id;
                 }
             };
-            let mut t = Transport::new(socket, cfg.key.clone(), UNKNOWN_CLUSTER, node_id);
+            let mut t = Transport::open(socket, &cfg, UNKNOWN_CLUSTER, node_id)?;
             let Some(admitted) = join(
                 &mut t,
                 &cfg.entrances,

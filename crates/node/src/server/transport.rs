@@ -4,6 +4,9 @@
 //! The socket is a [`Socket`] rather than tokio's type so that tests can run the real node
 //! on a simulated network (partitions, loss, virtual time) without changing a line of it.
 
+use super::config::NodeConfig;
+use super::msg_ids::MsgIds;
+use super::ServerError;
 use myraft_wire::admission::ClusterId;
 use myraft_wire::codec::{self, MAX_DATAGRAM};
 use myraft_wire::envelope::{Body, Envelope, UNKNOWN_CLUSTER};
@@ -14,7 +17,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What a node needs from a datagram socket. Sends never wait: a datagram that cannot leave
 /// at once is lost, as UDP allows.
@@ -75,7 +77,7 @@ pub struct Transport {
     key: ClusterKey,
     pub cluster_id: ClusterId,
     pub me: u64,
-    next_msg_id: u64,
+    ids: MsgIds,
     replay: ReplayFilter,
     /// Dropped datagrams by reason: bad input is counted, never fatal.
     pub dropped: BTreeMap<&'static str, u64>,
@@ -83,17 +85,31 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(socket: Box<dyn Socket>, key: ClusterKey, cluster_id: ClusterId, me: u64) -> Self {
-        // Message ids never repeat across restarts: start at the wall clock in µs.
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
+    /// A transport for the node whose data dir `cfg` names; message ids are reserved there
+    /// before anything is sent.
+    pub fn open(
+        socket: Box<dyn Socket>,
+        cfg: &NodeConfig,
+        cluster_id: ClusterId,
+        me: u64,
+    ) -> Result<Self, ServerError> {
+        let ids = MsgIds::open(&cfg.data_dir, (cfg.wall_clock_us)())?;
+        Ok(Self::with_ids(socket, cfg.key.clone(), cluster_id, me, ids))
+    }
+
+    fn with_ids(
+        socket: Box<dyn Socket>,
+        key: ClusterKey,
+        cluster_id: ClusterId,
+        me: u64,
+        ids: MsgIds,
+    ) -> Self {
         Transport {
             socket,
             key,
             cluster_id,
             me,
-            next_msg_id: start,
+            ids,
             replay: ReplayFilter::new(),
             dropped: BTreeMap::new(),
             buf: vec![0u8; MAX_DATAGRAM + 1],
@@ -111,8 +127,11 @@ impl Transport {
     /// Sends one body. A send error (no route, buffer full) is a lost datagram like any
     /// other on UDP: counted and logged, never fatal.
     pub fn send(&mut self, to: SocketAddr, body: Body) {
-        self.next_msg_id += 1;
-        let env = Envelope::new(self.cluster_id, self.me, self.next_msg_id, body);
+        let Some(msg_id) = self.ids.next() else {
+            self.drop_for("no_msg_id");
+            return;
+        };
+        let env = Envelope::new(self.cluster_id, self.me, msg_id, body);
         match codec::encode(&env, &self.key) {
             Ok(bytes) => {
                 if let Err(e) = self.socket.try_send_to(&bytes, to) {
@@ -128,7 +147,13 @@ impl Transport {
     }
 
     /// Waits for the next datagram that decodes, authenticates and is not a replay.
+    ///
+    /// Fails at once when message ids ran out (see [`MsgIds::next`]): a node that cannot
+    /// send must stop, and the loop that waits here is what stops it.
     pub async fn recv(&mut self) -> io::Result<(Envelope, SocketAddr)> {
+        if let Some(why) = self.ids.failure() {
+            return Err(io::Error::other(why.to_owned()));
+        }
         loop {
             let (n, from) = match self.socket.recv_from(&mut self.buf).await {
                 Ok(r) => r,
@@ -149,6 +174,9 @@ impl Transport {
 
     /// A datagram already waiting, without blocking; `None` when there is none.
     pub fn try_recv(&mut self) -> Option<(Envelope, SocketAddr)> {
+        if self.ids.failure().is_some() {
+            return None;
+        }
         loop {
             let (n, from) = self.socket.try_recv_from(&mut self.buf).ok()?;
             if let Some(env) = self.accept(n, from) {
@@ -181,4 +209,144 @@ fn is_transient(e: &std::io::Error) -> bool {
         e.kind(),
         ConnectionRefused | ConnectionReset | Interrupted | WouldBlock | InvalidData
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+    use myraft_wire::health::Probe;
+    use std::collections::VecDeque;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex};
+
+    /// Datagrams in flight between the sockets of one test, with their senders.
+    type Air = Arc<Mutex<VecDeque<(Vec<u8>, SocketAddr)>>>;
+
+    struct TestSocket {
+        addr: SocketAddr,
+        air: Air,
+    }
+
+    impl Socket for TestSocket {
+        fn local_addr(&self) -> io::Result<SocketAddr> {
+            Ok(self.addr)
+        }
+
+        fn try_send_to(&self, buf: &[u8], _to: SocketAddr) -> io::Result<usize> {
+            self.air
+                .lock()
+                .unwrap()
+                .push_back((buf.to_vec(), self.addr));
+            Ok(buf.len())
+        }
+
+        fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> RecvFuture<'a> {
+            let r = self.try_recv_from(buf);
+            Box::pin(std::future::ready(r))
+        }
+
+        fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+            let (bytes, from) = self
+                .air
+                .lock()
+                .unwrap()
+                .pop_front()
+                .ok_or(io::ErrorKind::WouldBlock)?;
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            Ok((bytes.len(), from))
+        }
+    }
+
+    const CLUSTER: ClusterId = 0xC1;
+    const NOW_US: u64 = 1_700_000_000_000_000;
+
+    fn clock_now() -> u64 {
+        NOW_US
+    }
+
+    fn clock_ten_minutes_back() -> u64 {
+        NOW_US - 600_000_000
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn transport(dir: &Path, port: u16, me: u64, clock: fn() -> u64, air: &Air) -> Transport {
+        let mut cfg = NodeConfig::new("t", addr(port), vec![], dir.to_owned());
+        cfg.wall_clock_us = clock;
+        let socket = TestSocket {
+            addr: addr(port),
+            air: air.clone(),
+        };
+        Transport::open(Box::new(socket), &cfg, CLUSTER, me).unwrap()
+    }
+
+    #[test]
+    fn a_node_restarted_with_its_clock_stepped_back_is_still_heard() {
+        let air = Air::default();
+        let (node_dir, peer_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut peer = transport(peer_dir.path(), 2, 0xB, clock_now, &air);
+        let mut node = transport(node_dir.path(), 1, 0xA, clock_now, &air);
+        for nonce in 0..3 {
+            node.send(addr(2), Body::Probe(Probe { nonce }));
+            assert!(
+                peer.try_recv().is_some(),
+                "nonce {nonce}: {:?}",
+                peer.dropped
+            );
+        }
+        drop(node);
+
+        let mut node = transport(node_dir.path(), 1, 0xA, clock_ten_minutes_back, &air);
+        node.send(addr(2), Body::Probe(Probe { nonce: 3 }));
+        match peer.try_recv() {
+            Some((env, from)) => {
+                assert_eq!(
+                    (env.from, env.body, from),
+                    (0xA, Body::Probe(Probe { nonce: 3 }), addr(1))
+                );
+            }
+            None => panic!(
+                "the peer dropped the restarted node's datagram: {:?}",
+                peer.dropped
+            ),
+        }
+    }
+
+    #[test]
+    fn ids_that_cannot_be_reserved_stop_sending_and_fail_the_receive_loop() {
+        let air = Air::default();
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let ids = MsgIds::open_with_block(&data, NOW_US, 1).unwrap();
+        let socket = TestSocket {
+            addr: addr(1),
+            air: air.clone(),
+        };
+        let mut node = Transport::with_ids(
+            Box::new(socket),
+            ClusterKey::lab_default(),
+            CLUSTER,
+            0xA,
+            ids,
+        );
+        node.send(addr(2), Body::Probe(Probe { nonce: 0 }));
+        assert_eq!(air.lock().unwrap().len(), 1);
+        std::fs::remove_dir_all(&data).unwrap();
+
+        node.send(addr(2), Body::Probe(Probe { nonce: 1 }));
+        assert_eq!(air.lock().unwrap().len(), 1, "sent without a reserved id");
+        assert_eq!(node.dropped.get("no_msg_id"), Some(&1));
+        assert!(node.try_recv().is_none());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        match rt.block_on(node.recv()) {
+            Err(e) => assert!(e.to_string().contains("cannot reserve message ids"), "{e}"),
+            Ok(got) => panic!("received {got:?} after ids ran out"),
+        }
+    }
 }

@@ -40,6 +40,8 @@
 //! [`DiskStorage::open`] replays the segments in order. A record that is short or fails its
 //! checksum at the very end of the last segment, with no valid record after it, is what a
 //! crash during a write leaves behind: it is cut off and reported in [`RecoveryReport`].
+//! Frames inside the extent a torn record claims are its own bytes, not records after it
+//! (see `record::record_after_damage`).
 //! Anything else that does not read back (a bad record with valid ones after it, a bad record
 //! in an earlier segment, a missing segment, a damaged snapshot) stops the open with
 //! [`StorageError::Corrupt`] naming the file and byte offset: recovery never guesses.
@@ -267,7 +269,7 @@ fn replay(vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed, StorageError> {
             let (rec, len) = match record::decode(&bytes[offset..]) {
                 Ok(ok) => ok,
                 Err(why) => {
-                    if let Some(next) = record::valid_record_after(&bytes, offset + 1) {
+                    if let Some(next) = record::record_after_damage(&bytes, offset) {
                         return Err(corrupt(
                             &path,
                             offset as u64,

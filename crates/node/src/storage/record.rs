@@ -140,10 +140,49 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<(&[u8], usize), FrameError> {
     Ok((payload, HEADER_LEN + len))
 }
 
-/// Is there a whole, valid record anywhere after `from`? Tells a torn tail (nothing valid
-/// follows the damage) from damage in the middle of the log (something does).
+/// Is there a whole, valid record anywhere after `from`?
 pub(crate) fn valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
     (from..bytes.len().saturating_sub(HEADER_LEN - 1)).find(|&at| decode(&bytes[at..]).is_ok())
+}
+
+/// Where a valid record follows the bad frame at `at`, if one does: that tells damage in the
+/// middle of the log from a torn tail, which only a crash during the last write leaves.
+///
+/// A torn record whose header survived claims an extent that reaches to or past the end of
+/// the file, and the bytes it holds are its own, however much they look like frames: a value
+/// may well contain an encoded frame. But a flipped bit in a length field claims the same,
+/// and then the records after it are real; they are told apart by where they end: real
+/// records run back to back to exactly the end of the file, a frame embedded in a torn
+/// value is followed by the rest of that value (a cut exactly at the end of an embedded
+/// frame still refuses to open: safe, if unhelpful).
+pub(crate) fn record_after_damage(bytes: &[u8], at: usize) -> Option<usize> {
+    let claimed_end = claimed_len(&bytes[at..]).map(|len| at + HEADER_LEN + len);
+    if claimed_end.is_some_and(|end| end >= bytes.len()) {
+        return (at + 1..bytes.len().saturating_sub(HEADER_LEN - 1))
+            .find(|&from| frames_reach_the_end(bytes, from));
+    }
+    valid_record_after(bytes, at + 1)
+}
+
+/// The payload length a frame's header claims, if the header is whole and plausible.
+fn claimed_len(bytes: &[u8]) -> Option<usize> {
+    let header = bytes.get(..HEADER_LEN)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    (len != 0 && len <= MAX_RECORD_LEN).then_some(len)
+}
+
+/// Whether valid frames follow each other from `from` to exactly the end of `bytes`.
+fn frames_reach_the_end(bytes: &[u8], mut from: usize) -> bool {
+    if from >= bytes.len() {
+        return false;
+    }
+    while from < bytes.len() {
+        match decode(&bytes[from..]) {
+            Ok((_, len)) => from += len,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -177,5 +216,20 @@ mod tests {
             Err(FrameError::Short { .. })
         ));
         assert_eq!(decode(&[0; 16]), Err(FrameError::ZeroLength));
+    }
+
+    #[test]
+    fn storage_record_with_a_damaged_length_claiming_the_rest_is_followed_by_its_successors() {
+        let mut buf = Vec::new();
+        for from in 1..4 {
+            encode_into(&mut buf, &RecordRef::TruncateSuffix { from }).unwrap();
+        }
+        let (_, n) = decode(&buf).unwrap();
+        buf[2] ^= 0x01;
+        assert!(matches!(decode(&buf), Err(FrameError::Short { .. })));
+        assert_eq!(record_after_damage(&buf, 0), Some(n));
+        // The same claim with nothing whole after it is a torn tail.
+        buf.truncate(n + 3);
+        assert_eq!(record_after_damage(&buf, 0), None);
     }
 }

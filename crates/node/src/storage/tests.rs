@@ -368,6 +368,57 @@ fn storage_bit_flip_in_the_last_record_is_cut_off() {
     }
 }
 
+/// A put whose value is itself a log frame (a backup of a log, say) is torn by a crash past
+/// that embedded frame: the whole frame in the torn bytes lies inside the torn record, so it
+/// is no sign of damage in the middle of the log.
+#[test]
+fn storage_torn_tail_holding_a_whole_frame_in_its_value_is_cut_off() {
+    let dir = tempdir();
+    let (mut s, _) = open(dir.path());
+    s.append(&entries(1, 6, 1)).unwrap();
+    s.sync().unwrap();
+    let seg = s.segment_paths()[0].clone();
+    let offset = fs::metadata(&seg).unwrap().len();
+    let mut frame = Vec::new();
+    record::encode_into(&mut frame, &record::RecordRef::Entry(&entry(1, 1))).unwrap();
+    let mut value = b"prefix".to_vec();
+    value.extend_from_slice(&frame);
+    value.extend_from_slice(&[0xA5; 32]);
+    s.append(&[Entry {
+        term: 1,
+        index: 6,
+        payload: EntryPayload::Command(value),
+    }])
+    .unwrap();
+    s.sync().unwrap();
+    drop(s);
+
+    let bytes = fs::read(&seg).unwrap();
+    let inside = bytes[offset as usize..]
+        .windows(frame.len())
+        .position(|w| w == frame.as_slice())
+        .unwrap() as u64;
+    let cut = offset + inside + frame.len() as u64 + 16;
+    assert!(cut < bytes.len() as u64);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let (s, report) = match DiskStorage::open(dir.path(), DiskOptions::default()) {
+        Ok(ok) => ok,
+        Err(e) => panic!("a torn tail must open: {e}"),
+    };
+    assert_eq!(all_entries(&s), entries(1, 6, 1));
+    assert_eq!(report.truncated_bytes, cut - offset);
+    assert_eq!(
+        report.truncated_at.as_ref().map(|t| (&t.0, t.1)),
+        Some((&seg, offset))
+    );
+}
+
 #[test]
 fn storage_bit_flip_in_a_middle_record_is_an_error_naming_file_and_offset() {
     let mut rng = Rng(seed(
