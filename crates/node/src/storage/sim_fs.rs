@@ -235,7 +235,10 @@ impl Vfs for SimFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.simple(&format!("remove {}", path.display()), |s| {
-            s.names.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
+            s.names
+                .remove(path)
+                .map(|_| ())
+                .ok_or_else(|| not_found(path))
         })
     }
 
@@ -320,7 +323,10 @@ impl VfsFile for SimFile {
     fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut guard = self.fs.lock();
         let s = &mut *guard;
-        let fault = SimFs::step(s, &format!("write {} bytes to {}", buf.len(), self.path.display()))?;
+        let fault = SimFs::step(
+            s,
+            &format!("write {} bytes to {}", buf.len(), self.path.display()),
+        )?;
         let written = match fault {
             None => buf.len(),
             // A write cut short by the crash or the full disk leaves a prefix behind.
@@ -394,7 +400,10 @@ mod tests {
         f.write_all(b"one").unwrap();
         assert!(f.write_all(b"two").is_err());
         assert!(fs.crashed());
-        assert!(f.sync_data().is_err(), "nothing reaches the disk after the crash");
+        assert!(
+            f.sync_data().is_err(),
+            "nothing reaches the disk after the crash"
+        );
         fs.power_cut();
         assert!(!fs.crashed());
         assert_eq!(fs.list(dir).unwrap(), Vec::<PathBuf>::new(), "never synced");
