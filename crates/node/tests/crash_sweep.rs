@@ -30,6 +30,7 @@ use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::{put_op, Client, SimSocket};
@@ -41,6 +42,9 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const WRITES: u64 = 24;
 const WRITER: u64 = 0x100;
 const DEFAULT_SEEDS: u64 = 1_000;
+/// Wall-clock time one seed may take before the sweep calls it a hang (a seed takes tens of
+/// milliseconds; a failing one a few seconds).
+const SEED_WALL_LIMIT: Duration = Duration::from_secs(60);
 
 fn node_addr(name: &str) -> SocketAddr {
     SocketAddr::new(turmoil::lookup(name), PORT)
@@ -71,7 +75,7 @@ async fn node(seed: u64, i: usize, dir: PathBuf, fs: SimFs, stops: Stops) -> tur
     let name = NODES[i];
     let id = i as u64 + 1;
     let disk = DiskOptions {
-        segment_size: 2048,
+        segment_size: 512,
         vfs: Arc::new(fs),
     };
     let started = async {
@@ -272,7 +276,7 @@ fn run_seed(seed: u64) -> Result<Vec<String>, String> {
     let stops: Stops = Arc::default();
     let mut sim = turmoil::Builder::new()
         .rng_seed(seed)
-        .simulation_duration(Duration::from_secs(120))
+        .simulation_duration(Duration::from_secs(60))
         .tick_duration(Duration::from_millis(2))
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(Duration::from_millis(4))
@@ -441,15 +445,36 @@ fn crash_sweep_loses_no_acknowledged_write() {
         .map_or(1, |n| n.get())
         .min(4);
     let fired: Mutex<std::collections::BTreeMap<String, u64>> = Mutex::default();
+    // A node stuck in a loop never yields to the simulation, so its seed would hang the
+    // suite instead of failing it: a watchdog names the seed and ends the run.
+    let running: Mutex<Vec<Option<(u64, std::time::Instant)>>> = Mutex::new(vec![None; threads]);
+    let finished = AtomicBool::new(false);
     let failures: Vec<(u64, String)> = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                for (seed, since) in running.lock().unwrap().iter().flatten() {
+                    if since.elapsed() > SEED_WALL_LIMIT {
+                        eprintln!(
+                            "crash sweep: seed {seed} still runs after {SEED_WALL_LIMIT:?}: a \
+                             node loops without yielding\nreplay: MYRAFT_SEED={seed} cargo \
+                             test -p myraft-node --test crash_sweep"
+                        );
+                        std::process::exit(101);
+                    }
+                }
+            }
+        });
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let mine: Vec<u64> = seeds.iter().copied().skip(t).step_by(threads).collect();
-                let fired = &fired;
+                let (fired, running) = (&fired, &running);
                 scope.spawn(move || {
                     let mut failed = Vec::new();
                     for seed in mine {
+                        running.lock().unwrap()[t] = Some((seed, std::time::Instant::now()));
                         let r = run_seed(seed);
+                        running.lock().unwrap()[t] = None;
                         if std::env::var("MYRAFT_SEED").is_ok() {
                             eprintln!("seed {seed}: {r:?}");
                         }
@@ -467,10 +492,12 @@ fn crash_sweep_loses_no_acknowledged_write() {
                 })
             })
             .collect();
-        handles
+        let failures = handles
             .into_iter()
             .flat_map(|h| h.join().unwrap())
-            .collect()
+            .collect();
+        finished.store(true, Ordering::Relaxed);
+        failures
     });
     let (seconds, total) = (start.elapsed().as_secs_f64(), seeds.len());
     if let Some((seed, e)) = failures.iter().min_by_key(|(s, _)| *s) {
