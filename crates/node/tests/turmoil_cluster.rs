@@ -13,23 +13,18 @@
 //! `NodeConfig::wall_clock_us`.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use myraft_node::server::config::system_clock_us;
-use myraft_node::server::transport::RecvFuture;
-use myraft_node::server::{bootstrap_static, run_with_socket, NodeConfig, Socket, Timing};
-use myraft_wire::client::{
-    ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency,
-};
-use myraft_wire::codec;
-use myraft_wire::envelope::{Body, Envelope};
-use myraft_wire::key::ClusterKey;
+use myraft_node::server::{bootstrap_static, run_with_socket, NodeConfig, Timing};
+use myraft_wire::client::ClientResponse;
 use myraft_wire::raft::{Member, Membership};
 use std::cell::{Cell, RefCell};
-use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::time::Instant;
+use support::{put_op, Client, SimSocket};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC1;
@@ -41,27 +36,6 @@ const DEFAULT_SEEDS: std::ops::Range<u64> = 0..4;
 /// proposals, acknowledgements and replies alike.
 const WRITES: u64 = 15;
 const LOSSY_WRITES: u64 = 40;
-
-/// turmoil's socket as the node's [`Socket`]; only tests know about turmoil.
-struct SimSocket(turmoil::net::UdpSocket);
-
-impl Socket for SimSocket {
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-
-    fn try_send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
-        self.0.try_send_to(buf, to)
-    }
-
-    fn recv_from<'a>(&'a self, buf: &'a mut [u8]) -> RecvFuture<'a> {
-        Box::pin(self.0.recv_from(buf))
-    }
-
-    fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        self.0.try_recv_from(buf)
-    }
-}
 
 /// Where node `name` listens; only answerable inside the simulation, once every host is
 /// registered.
@@ -110,168 +84,6 @@ async fn node(
     Ok(())
 }
 
-/// A client as bare as the one in `tests/server.rs`: one socket, explicit client ids and
-/// sequence numbers, and the leader it last heard from tried first.
-struct Client {
-    sock: turmoil::net::UdpSocket,
-    key: ClusterKey,
-    nodes: Vec<SocketAddr>,
-    leader: Option<SocketAddr>,
-    msg_id: u64,
-    /// Reads go through no session, so their sequence numbers only pair replies with
-    /// requests: a late reply to an earlier read is never taken for the current one.
-    read_seq: u64,
-    /// Attempts that got no answer in time: evidence that the network did lose things.
-    unanswered: u64,
-}
-
-const READER: u64 = 0x5EAD;
-
-impl Client {
-    async fn new() -> Client {
-        Client {
-            sock: turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-                .await
-                .unwrap(),
-            key: ClusterKey::lab_default(),
-            nodes: NODES.iter().map(|n| node_addr(n)).collect(),
-            leader: None,
-            msg_id: 1,
-            read_seq: 0,
-            unanswered: 0,
-        }
-    }
-
-    /// One attempt against one node: `None` if nothing came back in time.
-    async fn ask(
-        &mut self,
-        to: SocketAddr,
-        client_id: u64,
-        seq: u64,
-        op: &ClientOp,
-    ) -> Option<Result<ClientResponse, ClientError>> {
-        self.msg_id += 1;
-        let req = ClientRequest {
-            client_id,
-            seq,
-            op: op.clone(),
-        };
-        let env = Envelope::new(CLUSTER, client_id, self.msg_id, Body::ClientRequest(req));
-        self.sock
-            .send_to(&codec::encode(&env, &self.key).unwrap(), to)
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 65_536];
-        let deadline = Instant::now() + Duration::from_millis(500);
-        loop {
-            let Ok(r) = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf)).await
-            else {
-                self.unanswered += 1;
-                return None;
-            };
-            let (n, _) = r.unwrap();
-            let Ok(env) = codec::decode(&buf[..n], &self.key, Some(CLUSTER)) else {
-                continue;
-            };
-            if let Body::ClientReply(ClientReply {
-                client_id: c,
-                seq: s,
-                result,
-            }) = env.body
-            {
-                if c == client_id && s == seq {
-                    return Some(result);
-                }
-            }
-        }
-    }
-
-    /// Retries until a node succeeds: the last leader first, then a leader a node names,
-    /// then every node in turn. Gives up after a minute of simulated time, which a cluster
-    /// with a connected majority never needs.
-    async fn call(
-        &mut self,
-        client_id: u64,
-        seq: u64,
-        op: &ClientOp,
-    ) -> Result<(ClientResponse, SocketAddr), String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut first = self.leader;
-        while Instant::now() < deadline {
-            let order: Vec<SocketAddr> = first
-                .into_iter()
-                .chain(self.nodes.iter().copied().filter(|a| Some(*a) != first))
-                .collect();
-            first = None;
-            for to in order {
-                match self.ask(to, client_id, seq, op).await {
-                    Some(Ok(r)) => {
-                        self.leader = Some(to);
-                        return Ok((r, to));
-                    }
-                    Some(Err(ClientError::NotLeader { hint: Some(h) })) => {
-                        if let Ok(a) = h.addr.parse::<SocketAddr>() {
-                            if a != to {
-                                first = Some(a);
-                                break;
-                            }
-                        }
-                    }
-                    Some(Err(
-                        ClientError::NotLeader { .. }
-                        | ClientError::Unavailable { .. }
-                        | ClientError::Timeout,
-                    ))
-                    | None => {}
-                    Some(Err(e)) => return Err(format!("{op:?} failed at {to}: {e}")),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(format!("{op:?}: no node succeeded within 60 s"))
-    }
-
-    async fn get(&mut self, key: &str) -> Result<(GetSeen, SocketAddr), String> {
-        self.read_seq += 1;
-        let op = ClientOp::Get {
-            key: key.into(),
-            rev: None,
-            consistency: Consistency::Linearizable,
-        };
-        match self.call(READER, self.read_seq, &op).await? {
-            (ClientResponse::Get(g), at) => Ok((
-                GetSeen {
-                    value: g.value,
-                    revision: g.revision,
-                    version: g.version,
-                },
-                at,
-            )),
-            (other, _) => Err(format!("get {key}: expected a get result, got {other:?}")),
-        }
-    }
-
-    /// What node `at` has applied of `key`, without asking the leader.
-    async fn stale_get(&mut self, at: SocketAddr, key: &str) -> Option<Vec<u8>> {
-        self.read_seq += 1;
-        let op = ClientOp::Get {
-            key: key.into(),
-            rev: None,
-            consistency: Consistency::Stale,
-        };
-        match self.ask(at, READER, self.read_seq, &op).await {
-            Some(Ok(ClientResponse::Get(g))) => g.value,
-            _ => None,
-        }
-    }
-}
-
-struct GetSeen {
-    value: Option<Vec<u8>>,
-    revision: u64,
-    version: u64,
-}
-
 /// An acknowledged write: who sent it, under which sequence number, and what it returned.
 #[derive(Clone, Debug)]
 struct Acked {
@@ -280,13 +92,6 @@ struct Acked {
     key: String,
     value: String,
     revision: u64,
-}
-
-fn put_op(key: &str, value: &str) -> ClientOp {
-    ClientOp::Put {
-        key: key.into(),
-        value: value.into(),
-    }
 }
 
 /// Each phase writes as its own client, so that the last write of every phase can be
@@ -338,7 +143,7 @@ fn name_of(addr: SocketAddr) -> &'static str {
 /// The scenario, as the client host. `lossy` asks the test loop, which owns the simulation,
 /// to turn message loss on or off.
 async fn scenario(lossy: Rc<Cell<bool>>, log: Rc<RefCell<Vec<String>>>) -> Result<(), String> {
-    let mut c = Client::new().await;
+    let mut c = Client::new(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
     let mut acked = Vec::new();
 
     write_phase(&mut c, 1, WRITES, &mut acked, &log).await?;
@@ -437,7 +242,12 @@ async fn scenario(lossy: Rc<Cell<bool>>, log: Rc<RefCell<Vec<String>>>) -> Resul
     for &n in &c.nodes.clone() {
         let mut caught_up = false;
         for _ in 0..100 {
-            if c.stale_get(n, "after").await.as_deref() == Some(b"retries".as_slice()) {
+            if c.stale_get(n, "after")
+                .await
+                .and_then(|s| s.value)
+                .as_deref()
+                == Some(b"retries".as_slice())
+            {
                 caught_up = true;
                 break;
             }
@@ -542,7 +352,7 @@ async fn restart_scenario(
     starts: Rc<Cell<u32>>,
     log: Rc<RefCell<Vec<String>>>,
 ) -> Result<(), String> {
-    let mut c = Client::new().await;
+    let mut c = Client::new(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
     let mut acked = Vec::new();
     write_phase(&mut c, 1, WRITES, &mut acked, &log).await?;
     // A follower only answers its leader, so only the leader remembers n3's ids. Cut off
@@ -580,7 +390,12 @@ async fn restart_scenario(
 
     let last = acked.last().ok_or("nothing was acknowledged")?;
     for _ in 0..100 {
-        if c.stale_get(n3, &last.key).await.as_deref() == Some(last.value.as_bytes()) {
+        if c.stale_get(n3, &last.key)
+            .await
+            .and_then(|s| s.value)
+            .as_deref()
+            == Some(last.value.as_bytes())
+        {
             log.borrow_mut()
                 .push(format!("done at {:?}", turmoil::elapsed()));
             return Ok(());
