@@ -9,6 +9,7 @@ use myraft_wire::client::{
 };
 use myraft_wire::codec;
 use myraft_wire::envelope::{Body, Envelope};
+use myraft_wire::health::{Probe, ProbeReply};
 use myraft_wire::key::ClusterKey;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -212,6 +213,37 @@ impl Client {
                 version: g.version,
             }),
             _ => None,
+        }
+    }
+
+    /// The node's probe reply (role, term, the configuration it uses), if it answers.
+    pub async fn probe(&mut self, at: SocketAddr) -> Option<ProbeReply> {
+        self.msg_id += 1;
+        let nonce = self.msg_id;
+        let env = Envelope::new(
+            self.cluster,
+            READER,
+            self.msg_id,
+            Body::Probe(Probe { nonce }),
+        );
+        self.sock
+            .send_to(&codec::encode(&env, &self.key).unwrap(), at)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let deadline = Instant::now() + self.attempt;
+        loop {
+            let r = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf))
+                .await
+                .ok()?;
+            let (n, _) = r.unwrap();
+            if let Ok(env) = codec::decode(&buf[..n], &self.key, Some(self.cluster)) {
+                if let Body::ProbeReply(p) = env.body {
+                    if p.nonce == nonce {
+                        return Some(p);
+                    }
+                }
+            }
         }
     }
 

@@ -1,0 +1,258 @@
+//! Membership changes of the real node on turmoil's simulated network (three hosts and a
+//! client, in virtual time): what a node answers about a change, whom it promotes, and
+//! that a removed member stops.
+//!
+//! `MYRAFT_SEED=N` runs seed N alone (default: seeds 0..3); a failure prints its seed.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use myraft_node::server::{bootstrap_static, run_with_socket, NodeConfig, Timing};
+use myraft_wire::client::{ClientOp, ClientResponse};
+use myraft_wire::raft::{Member, Membership};
+use std::cell::RefCell;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+use support::{put_op, Client, SimSocket};
+use tokio_util::sync::CancellationToken;
+
+const CLUSTER: u64 = 0xC3;
+const PORT: u16 = 7001;
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+/// A member approved with an address nobody listens on.
+const GHOST_ID: u64 = 99;
+const GHOST_ADDR: &str = "10.99.99.99:7001";
+
+fn node_addr(name: &str) -> SocketAddr {
+    SocketAddr::new(turmoil::lookup(name), PORT)
+}
+
+fn membership() -> Membership {
+    let mut m = Membership::default();
+    for (i, name) in NODES.iter().enumerate() {
+        let id = i as u64 + 1;
+        m.members.insert(
+            id,
+            Member {
+                id,
+                name: (*name).to_owned(),
+                addr: node_addr(name).to_string(),
+                voter: true,
+            },
+        );
+    }
+    m
+}
+
+async fn node(seed: u64, i: usize, dir: PathBuf) -> turmoil::Result {
+    let (name, id) = (NODES[i], i as u64 + 1);
+    bootstrap_static(&dir, CLUSTER, id, name, membership())?;
+    let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
+    let mut cfg = NodeConfig::new(name, (Ipv4Addr::UNSPECIFIED, PORT).into(), vec![], dir);
+    cfg.advertise = Some(node_addr(name).to_string());
+    cfg.timing = Timing {
+        tick: Duration::from_millis(10),
+        election_ticks: 15,
+        heartbeat_ticks: 2,
+    };
+    cfg.rng_seed = Some(seed.wrapping_mul(31).wrapping_add(id));
+    run_with_socket(cfg, SimSocket(socket), CancellationToken::new()).await?;
+    Ok(())
+}
+
+fn name_of(addr: SocketAddr) -> &'static str {
+    NODES
+        .iter()
+        .find(|n| node_addr(n) == addr)
+        .copied()
+        .unwrap_or("?")
+}
+
+fn add_ghost() -> ClientOp {
+    ClientOp::AddMember {
+        id: GHOST_ID,
+        name: "ghost".into(),
+        addr: GHOST_ADDR.into(),
+    }
+}
+
+/// Runs `scenario` as the client against three fresh nodes; `watch` sees the simulation
+/// after every step and may fail the run.
+fn run<F>(
+    seed: u64,
+    scenario: impl FnOnce(Client, Rc<RefCell<Vec<String>>>) -> F + 'static,
+    mut watch: impl FnMut(&mut turmoil::Sim<'_>, &[String]) -> Result<(), String>,
+) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(Duration::from_secs(120))
+        .tick_duration(Duration::from_millis(2))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .build();
+    for (i, name) in NODES.into_iter().enumerate() {
+        let dir = tmp.path().join(name);
+        sim.host(name, move || node(seed, i, dir.clone()));
+    }
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    sim.client("client", async move {
+        let c = Client::new(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
+        Ok(scenario(c, l).await?)
+    });
+    loop {
+        let done = sim
+            .step()
+            .map_err(|e| format!("{e}; {}", log.borrow().join("; ")))?;
+        let seen = log.borrow().clone();
+        watch(&mut sim, &seen).map_err(|e| format!("{e}; {}", seen.join("; ")))?;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("MYRAFT_SEED") {
+        Ok(s) => vec![s
+            .trim()
+            .parse()
+            .expect("MYRAFT_SEED must be an unsigned integer")],
+        Err(_) => (0..3).collect(),
+    }
+}
+
+fn for_each_seed(test: impl Fn(u64) -> Result<(), String>) {
+    for seed in seeds() {
+        if let Err(e) = test(seed) {
+            panic!("seed {seed} failed: {e}\nreplay with MYRAFT_SEED={seed}");
+        }
+    }
+}
+
+/// `Done` for an AddMember means the new configuration committed. A leader cut off from
+/// its peers appends the change but can never commit it, so neither the request nor its
+/// retry may be answered `Done` there.
+#[test]
+fn add_member_is_done_only_once_committed() {
+    for_each_seed(|seed| {
+        run(
+            seed,
+            |mut c, log| async move {
+                let (_, leader) = c.call(0x100, 1, &put_op("a", "1")).await?;
+                let l = name_of(leader);
+                for other in NODES.iter().filter(|n| **n != l) {
+                    turmoil::partition(l, *other);
+                }
+                log.borrow_mut().push(format!("cut off {l}"));
+                for attempt in 0..6 {
+                    match c.ask(leader, 0x200, 1, &add_ghost()).await {
+                        Some(Ok(r)) => {
+                            return Err(format!(
+                                "attempt {attempt}: {l}, cut off, answered {r:?} to AddMember"
+                            ))
+                        }
+                        Some(Err(e)) => log.borrow_mut().push(format!("attempt {attempt}: {e}")),
+                        None => log
+                            .borrow_mut()
+                            .push(format!("attempt {attempt}: no answer")),
+                    }
+                }
+                Ok(())
+            },
+            |_, _| Ok(()),
+        )
+    });
+}
+
+/// Dissertation §4.2.1: a learner whose address is unreachable never answers, so it must
+/// stay a learner however young the log is, and the voters keep committing.
+#[test]
+fn an_unreachable_learner_stays_a_learner() {
+    for_each_seed(|seed| {
+        run(
+            seed,
+            |mut c, log| async move {
+                c.call(0x100, 1, &put_op("a", "1")).await?;
+                match c.call(0x200, 1, &add_ghost()).await? {
+                    (ClientResponse::Done, _) => {}
+                    (other, _) => return Err(format!("AddMember answered {other:?}")),
+                }
+                log.borrow_mut().push("ghost added as a learner".into());
+                for i in 0..20 {
+                    c.call(0x100, i + 2, &put_op(&format!("k{i}"), "v")).await?;
+                }
+                let leader = c.leader.ok_or("no leader")?;
+                let p = c
+                    .probe(leader)
+                    .await
+                    .ok_or("the leader did not answer a probe")?;
+                let ghost = p.membership.members.get(&GHOST_ID).ok_or("ghost is gone")?;
+                if ghost.voter {
+                    return Err(format!(
+                        "{} promoted the unreachable learner to voter",
+                        name_of(leader)
+                    ));
+                }
+                Ok(())
+            },
+            |_, _| Ok(()),
+        )
+    });
+}
+
+/// A follower removed from the configuration hears nothing more from the leader, so it
+/// cannot learn on its own that its removal committed: the leader tells it, and it stops.
+#[test]
+fn a_removed_follower_stops() {
+    for_each_seed(|seed| {
+        let removed: Rc<RefCell<Option<(&'static str, Duration)>>> = Rc::default();
+        let r = removed.clone();
+        run(
+            seed,
+            move |mut c, log| async move {
+                let (_, leader) = c.call(0x100, 1, &put_op("a", "1")).await?;
+                let victim = NODES
+                    .iter()
+                    .copied()
+                    .find(|n| *n != name_of(leader))
+                    .ok_or("no follower")?;
+                let op = ClientOp::RemoveNode {
+                    name: victim.into(),
+                };
+                match c.call(0x200, 1, &op).await {
+                    Ok((ClientResponse::Done, _)) => {}
+                    Ok((other, _)) => return Err(format!("RemoveNode answered {other:?}")),
+                    Err(e) => return Err(e),
+                }
+                log.borrow_mut().push(format!("removed {victim}"));
+                *r.borrow_mut() = Some((victim, turmoil::elapsed()));
+                // Writes go on with the two members left, and the client stays around so
+                // that the harness can watch the removed node.
+                for i in 0..10 {
+                    c.call(0x100, i + 2, &put_op(&format!("k{i}"), "v")).await?;
+                }
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok(())
+            },
+            move |sim, _| match *removed.borrow() {
+                Some((victim, at)) if sim.elapsed() > at + Duration::from_secs(2) => {
+                    if sim.is_host_running(victim) {
+                        Err(format!(
+                            "{victim} still runs 2 s after its removal committed"
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                }
+                _ => Ok(()),
+            },
+        )
+    });
+}
