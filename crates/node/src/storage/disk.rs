@@ -46,6 +46,13 @@
 //! in an earlier segment, a missing segment, a damaged snapshot) stops the open with
 //! [`StorageError::Corrupt`] naming the file and byte offset: recovery never guesses.
 //!
+//! A node's own snapshot is saved before the log is compacted to it, so a crash in between
+//! (or a compaction that failed on a full disk) leaves a log that starts below the snapshot;
+//! `open` finishes that compaction, and the log always starts right after the snapshot.
+//!
+//! All file operations go through a [`Vfs`]: the real file system, or [`super::SimFs`] in
+//! crash tests.
+//!
 //! All live entries are also kept in memory, so `entries` and `term` never touch the disk;
 //! the snapshot policy bounds how many there are.
 
