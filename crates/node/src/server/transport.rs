@@ -148,7 +148,7 @@ impl Transport {
 
     /// Waits for the next datagram that decodes, authenticates and is not a replay.
     ///
-    /// Fails at once when message ids ran out (see [`MsgIds::next`]): a node that cannot
+    /// Fails at once when message ids ran out (see `MsgIds::next`): a node that cannot
     /// send must stop, and the loop that waits here is what stops it.
     pub async fn recv(&mut self) -> io::Result<(Envelope, SocketAddr)> {
         if let Some(why) = self.ids.failure() {
