@@ -20,24 +20,22 @@
 
 mod support;
 
-use myraft_node::server::{bootstrap_static_with, run_with_socket, NodeConfig, Timing};
+use myraft_node::server::{bootstrap_static_with, run_with_socket};
 use myraft_node::storage::{DiskOptions, Fault, SimFs};
 use myraft_wire::client::ClientResponse;
-use myraft_wire::raft::{Member, Membership};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::cell::RefCell;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{put_op, Client, SimSocket};
+use support::{bind, membership, node_addr, node_config, put_op, Client};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC2;
-const PORT: u16 = 7001;
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const WRITES: u64 = 24;
 const WRITER: u64 = 0x100;
@@ -45,27 +43,6 @@ const DEFAULT_SEEDS: u64 = 1_000;
 /// Wall-clock time one seed may take before the sweep calls it a hang (a seed takes tens of
 /// milliseconds; a failing one a few seconds).
 const SEED_WALL_LIMIT: Duration = Duration::from_secs(60);
-
-fn node_addr(name: &str) -> SocketAddr {
-    SocketAddr::new(turmoil::lookup(name), PORT)
-}
-
-fn membership() -> Membership {
-    let mut m = Membership::default();
-    for (i, name) in NODES.iter().enumerate() {
-        let id = i as u64 + 1;
-        m.members.insert(
-            id,
-            Member {
-                id,
-                name: (*name).to_owned(),
-                addr: node_addr(name).to_string(),
-                voter: true,
-            },
-        );
-    }
-    m
-}
 
 /// Errors the nodes stopped with, by node: the sweep tells the ones its faults caused from
 /// the ones they did not.
@@ -79,19 +56,12 @@ async fn node(seed: u64, i: usize, dir: PathBuf, fs: SimFs, stops: Stops) -> tur
         vfs: Arc::new(fs),
     };
     let started = async {
-        bootstrap_static_with(&dir, CLUSTER, id, name, membership(), &disk)?;
-        let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
-        let mut cfg = NodeConfig::new(name, (Ipv4Addr::UNSPECIFIED, PORT).into(), vec![], dir);
-        cfg.advertise = Some(node_addr(name).to_string());
-        cfg.timing = Timing {
-            tick: Duration::from_millis(10),
-            election_ticks: 15,
-            heartbeat_ticks: 2,
-        };
+        bootstrap_static_with(&dir, CLUSTER, id, name, membership(&NODES), &disk)?;
+        let socket = bind().await?;
+        let mut cfg = node_config(seed, id, name, dir);
         cfg.snapshot_every = 6;
         cfg.disk = disk;
-        cfg.rng_seed = Some(seed.wrapping_mul(31).wrapping_add(id));
-        run_with_socket(cfg, SimSocket(socket), CancellationToken::new()).await?;
+        run_with_socket(cfg, socket, CancellationToken::new()).await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     };
     if let Err(e) = started.await {

@@ -16,19 +16,17 @@
 mod support;
 
 use myraft_node::server::config::system_clock_us;
-use myraft_node::server::{bootstrap_static, run_with_socket, NodeConfig, Timing};
+use myraft_node::server::{bootstrap_static, run_with_socket};
 use myraft_wire::client::ClientResponse;
-use myraft_wire::raft::{Member, Membership};
 use std::cell::{Cell, RefCell};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
-use support::{put_op, Client, SimSocket};
+use support::{bind, membership, node_addr, node_config, put_op, Client};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC1;
-const PORT: u16 = 7001;
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 /// Seeds run when `MYRAFT_SEED` is not set.
 const DEFAULT_SEEDS: std::ops::Range<u64> = 0..4;
@@ -37,31 +35,7 @@ const DEFAULT_SEEDS: std::ops::Range<u64> = 0..4;
 const WRITES: u64 = 15;
 const LOSSY_WRITES: u64 = 40;
 
-/// Where node `name` listens; only answerable inside the simulation, once every host is
-/// registered.
-fn node_addr(name: &str) -> SocketAddr {
-    SocketAddr::new(turmoil::lookup(name), PORT)
-}
-
-fn membership() -> Membership {
-    let mut m = Membership::default();
-    for (i, name) in NODES.iter().enumerate() {
-        let id = i as u64 + 1;
-        m.members.insert(
-            id,
-            Member {
-                id,
-                name: (*name).to_owned(),
-                addr: node_addr(name).to_string(),
-                voter: true,
-            },
-        );
-    }
-    m
-}
-
-/// One node's software. Founding happens inside the host because the addresses in the
-/// membership are the ones turmoil assigned.
+/// One node's software.
 async fn node(
     seed: u64,
     id: u64,
@@ -69,18 +43,10 @@ async fn node(
     dir: PathBuf,
     clock: fn() -> u64,
 ) -> turmoil::Result {
-    bootstrap_static(&dir, CLUSTER, id, name, membership())?;
-    let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
-    let mut cfg = NodeConfig::new(name, (Ipv4Addr::UNSPECIFIED, PORT).into(), vec![], dir);
-    cfg.advertise = Some(node_addr(name).to_string());
-    cfg.timing = Timing {
-        tick: Duration::from_millis(10),
-        election_ticks: 15,
-        heartbeat_ticks: 2,
-    };
-    cfg.rng_seed = Some(seed.wrapping_mul(31).wrapping_add(id));
+    bootstrap_static(&dir, CLUSTER, id, name, membership(&NODES))?;
+    let mut cfg = node_config(seed, id, name, dir);
     cfg.wall_clock_us = clock;
-    run_with_socket(cfg, SimSocket(socket), CancellationToken::new()).await?;
+    run_with_socket(cfg, bind().await?, CancellationToken::new()).await?;
     Ok(())
 }
 

@@ -7,58 +7,27 @@
 
 mod support;
 
-use myraft_node::server::{bootstrap_static, run_with_socket, NodeConfig, Timing};
+use myraft_node::server::{bootstrap_static, run_with_socket};
 use myraft_wire::client::{ClientOp, ClientResponse};
-use myraft_wire::raft::{Member, Membership};
 use std::cell::RefCell;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
-use support::{put_op, Client, SimSocket};
+use support::{bind, membership, node_addr, node_config, put_op, Client};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC3;
-const PORT: u16 = 7001;
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
 /// A member approved with an address nobody listens on.
 const GHOST_ID: u64 = 99;
 const GHOST_ADDR: &str = "10.99.99.99:7001";
 
-fn node_addr(name: &str) -> SocketAddr {
-    SocketAddr::new(turmoil::lookup(name), PORT)
-}
-
-fn membership() -> Membership {
-    let mut m = Membership::default();
-    for (i, name) in NODES.iter().enumerate() {
-        let id = i as u64 + 1;
-        m.members.insert(
-            id,
-            Member {
-                id,
-                name: (*name).to_owned(),
-                addr: node_addr(name).to_string(),
-                voter: true,
-            },
-        );
-    }
-    m
-}
-
 async fn node(seed: u64, i: usize, dir: PathBuf) -> turmoil::Result {
     let (name, id) = (NODES[i], i as u64 + 1);
-    bootstrap_static(&dir, CLUSTER, id, name, membership())?;
-    let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?;
-    let mut cfg = NodeConfig::new(name, (Ipv4Addr::UNSPECIFIED, PORT).into(), vec![], dir);
-    cfg.advertise = Some(node_addr(name).to_string());
-    cfg.timing = Timing {
-        tick: Duration::from_millis(10),
-        election_ticks: 15,
-        heartbeat_ticks: 2,
-    };
-    cfg.rng_seed = Some(seed.wrapping_mul(31).wrapping_add(id));
-    run_with_socket(cfg, SimSocket(socket), CancellationToken::new()).await?;
+    bootstrap_static(&dir, CLUSTER, id, name, membership(&NODES))?;
+    let cfg = node_config(seed, id, name, dir);
+    run_with_socket(cfg, bind().await?, CancellationToken::new()).await?;
     Ok(())
 }
 

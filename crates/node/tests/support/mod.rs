@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use myraft_node::server::transport::RecvFuture;
-use myraft_node::server::Socket;
+use myraft_node::server::{NodeConfig, Socket, Timing};
 use myraft_wire::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency, NodeDetail,
 };
@@ -11,8 +11,10 @@ use myraft_wire::codec;
 use myraft_wire::envelope::{Body, Envelope};
 use myraft_wire::health::{Probe, ProbeReply};
 use myraft_wire::key::ClusterKey;
+use myraft_wire::raft::{Member, Membership};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -272,4 +274,53 @@ pub fn put_op(key: &str, value: &str) -> ClientOp {
         key: key.into(),
         value: value.into(),
     }
+}
+
+/// The port every simulated node listens on; hosts differ by address.
+pub const PORT: u16 = 7001;
+
+/// Where node `name` listens; only answerable inside the simulation, once every host is
+/// registered.
+pub fn node_addr(name: &str) -> SocketAddr {
+    SocketAddr::new(turmoil::lookup(name), PORT)
+}
+
+/// Every name a voter, with ids 1, 2, 3… in order. Founding happens inside the hosts
+/// because the addresses are the ones turmoil assigned.
+pub fn membership(names: &[&str]) -> Membership {
+    let mut m = Membership::default();
+    for (i, name) in names.iter().enumerate() {
+        let id = i as u64 + 1;
+        m.members.insert(
+            id,
+            Member {
+                id,
+                name: (*name).to_owned(),
+                addr: node_addr(name).to_string(),
+                voter: true,
+            },
+        );
+    }
+    m
+}
+
+/// A node of a simulated cluster: fast timing (10 ms ticks, elections after 150–300 ms),
+/// its own address advertised, and election timeouts drawn from the run's seed.
+pub fn node_config(seed: u64, id: u64, name: &str, dir: PathBuf) -> NodeConfig {
+    let mut cfg = NodeConfig::new(name, (Ipv4Addr::UNSPECIFIED, PORT).into(), vec![], dir);
+    cfg.advertise = Some(node_addr(name).to_string());
+    cfg.timing = Timing {
+        tick: Duration::from_millis(10),
+        election_ticks: 15,
+        heartbeat_ticks: 2,
+    };
+    cfg.rng_seed = Some(seed.wrapping_mul(31).wrapping_add(id));
+    cfg
+}
+
+/// The simulated socket a node binds.
+pub async fn bind() -> io::Result<SimSocket> {
+    Ok(SimSocket(
+        turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?,
+    ))
 }
