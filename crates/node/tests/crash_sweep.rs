@@ -40,6 +40,10 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const WRITES: u64 = 24;
 const WRITER: u64 = 0x100;
 const DEFAULT_SEEDS: u64 = 1_000;
+/// Seeds that once found a bug, run on top of the default range: a restart after a failed
+/// fsync built on writes only the page cache held (a new segment, a compaction to a
+/// snapshot whose rename was not durable), which a later power cut broke.
+const REGRESSION_SEEDS: [u64; 3] = [7_659, 7_730, 9_084];
 /// Wall-clock time one seed may take before the sweep calls it a hang (a seed takes tens of
 /// milliseconds; a failing one a few seconds).
 const SEED_WALL_LIMIT: Duration = Duration::from_secs(60);
@@ -399,7 +403,9 @@ fn seeds() -> Vec<u64> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(DEFAULT_SEEDS);
-    (0..n).collect()
+    let mut seeds: Vec<u64> = (0..n).collect();
+    seeds.extend(REGRESSION_SEEDS.iter().filter(|&&s| s >= n));
+    seeds
 }
 
 #[test]

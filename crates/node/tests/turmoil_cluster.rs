@@ -6,11 +6,10 @@
 //! Each seed is its own simulation and replays exactly: `MYRAFT_SEED=N cargo test -p
 //! myraft-node --test turmoil_cluster` reruns seed N alone. The network (latency, loss) comes
 //! from turmoil's seeded RNG, the nodes' election timeouts from `NodeConfig::rng_seed`, and
-//! time is turmoil's. The wall clock (`SystemTime`) still reaches the nodes, but only as
-//! session timestamps (sessions expire after minutes, far beyond a run) and as the start of
-//! message ids (the replay filter compares ids relative to each other), so it does not change
-//! what happens. A second scenario restarts a node with its clock set back, through
-//! `NodeConfig::wall_clock_us`.
+//! time is turmoil's. The wall clock (`SystemTime`) still reaches the nodes, but only as the
+//! start of message ids (the replay filter compares ids relative to each other), so it does
+//! not change what happens. A second scenario restarts a node with its clock set back,
+//! through `NodeConfig::wall_clock_us`.
 #![allow(clippy::unwrap_used)]
 
 mod support;

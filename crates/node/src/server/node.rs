@@ -721,7 +721,9 @@ impl Node {
     /// The time to stamp on a new entry (see `clock.rs`).
     fn replicated_now(&mut self) -> u64 {
         let (sm, log) = (&self.sm, self.raft.log());
-        self.clock.stamp(self.raft.term(), Instant::now(), || {
+        // tokio's clock, so that a simulated run stamps simulated time.
+        let now = tokio::time::Instant::now().into_std();
+        self.clock.stamp(self.raft.term(), now, || {
             // Entries not applied yet may carry later times than the state machine has seen.
             log.entries()
                 .iter()

@@ -383,6 +383,32 @@ fn replay(vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed, StorageError> {
     })
 }
 
+/// Makes durable what `open` read: after a failed fsync the node stops and, restarted on the
+/// same machine, reads back writes that may exist only in the page cache. Building on them
+/// (a segment whose checkpoint counts them, a compaction to a snapshot whose rename never
+/// reached the disk) would leave a log that a later power cut breaks beyond recovery.
+fn make_durable(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    wal_dir: &Path,
+    segments: &[Segment],
+    has_snapshot: bool,
+) -> Result<(), StorageError> {
+    for seg in segments {
+        vfs.open_append(&seg.path, OpenMode::Existing)
+            .and_then(|mut f| f.sync_data())
+            .map_err(|e| StorageError::io(&seg.path, "sync", e))?;
+    }
+    if has_snapshot {
+        let path = dir.join(SNAPSHOT_FILE);
+        vfs.open_append(&path, OpenMode::Existing)
+            .and_then(|mut f| f.sync_data())
+            .map_err(|e| StorageError::io(&path, "sync", e))?;
+    }
+    sync_dir(vfs, wal_dir)?;
+    sync_dir(vfs, dir)
+}
+
 fn cut_tail(vfs: &dyn Vfs, path: &Path, len: u64) -> Result<(), StorageError> {
     let mut file = vfs
         .open_append(path, OpenMode::Existing)
@@ -417,6 +443,7 @@ impl DiskStorage {
             mut segments,
             report,
         } = replay(&*vfs, &wal_dir)?;
+        make_durable(&*vfs, dir, &wal_dir, &segments, snapshot_meta.is_some())?;
 
         let snapshot_index = snapshot_meta.as_ref().map_or(0, |m| m.last_index);
         if log.base_index() > snapshot_index {

@@ -669,6 +669,52 @@ fn storage_crash_between_own_snapshot_and_compaction_starts_the_log_after_the_sn
     assert_eq!(all_entries(&s), entries(11, 21, 1));
 }
 
+/// A failed fsync stops the node; restarted without a power cut, it reads back writes that
+/// are only in the page cache. Whatever it then builds on them (a new segment whose
+/// checkpoint counts them, a compaction to a snapshot whose rename was never made durable)
+/// must not outlive them: after a later power cut the store must still open.
+#[test]
+fn storage_restart_after_a_failed_sync_does_not_build_on_unsynced_writes() {
+    for (fault_at, what) in [(2, "segment sync"), (3, "snapshot dir sync")] {
+        let fs = SimFs::new(fault_at);
+        let opts = DiskOptions {
+            segment_size: 300,
+            vfs: std::sync::Arc::new(fs.clone()),
+        };
+        let dir = Path::new("/data/raft");
+        {
+            let (mut s, _) = DiskStorage::open(dir, opts.clone()).unwrap();
+            s.append(&entries(1, 4, 1)).unwrap();
+            s.sync().unwrap();
+            s.append(&entries(4, 6, 1)).unwrap();
+            if what == "segment sync" {
+                fs.arm(fault_at - 1, Fault::Io);
+                assert!(s.sync().is_err(), "{what}: the armed fault fires");
+            } else {
+                // The snapshot file: create, write, sync, rename, then the dir sync fails.
+                s.sync().unwrap();
+                fs.arm(5, Fault::Io);
+                assert!(s.save_snapshot(&snapshot_at(5, 1)).is_err(), "{what}");
+            }
+        }
+        // The node restarts on the same machine: the page cache still holds everything.
+        {
+            let (mut s, _) = DiskStorage::open(dir, opts.clone()).unwrap();
+            let last = s.last_index();
+            // Enough to roll into new segments, and to compact if a snapshot was read back.
+            s.append(&entries(last + 1, last + 30, 1)).unwrap();
+            s.sync().unwrap();
+            if let Some(meta) = s.snapshot_meta() {
+                s.compact_prefix(meta.last_index).unwrap();
+            }
+        }
+        fs.power_cut();
+        if let Err(e) = DiskStorage::open(dir, opts) {
+            panic!("{what}: after the power cut the store does not open: {e}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Failures.
 
