@@ -175,7 +175,9 @@ async fn serve(
     };
 
     let (init, sm) = recover(&storage)?;
-    let init_membership = init
+    // The state machine starts from the snapshot, so the configuration applied so far is
+    // the snapshot's; the log after it is applied again.
+    let applied_membership = init
         .snapshot
         .as_ref()
         .map(|s| s.meta.membership.clone())
@@ -188,9 +190,6 @@ async fn serve(
     let raft = Raft::new(rc, init, StdRng::seed_from_u64(rng.random()));
     let mut seen = BTreeMap::new();
     remember_addrs(&mut seen, raft.membership());
-    // The state machine starts from the snapshot, so the configuration applied so far is
-    // the snapshot's; the log after it is applied again.
-    let applied_membership = init_membership;
 
     let mut node = Node {
         snaps: SnapshotTransfers::new(cfg.max_datagram),
