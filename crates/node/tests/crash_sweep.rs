@@ -82,11 +82,7 @@ struct Acked {
 }
 
 fn name_of(addr: SocketAddr) -> &'static str {
-    NODES
-        .iter()
-        .find(|n| node_addr(n) == addr)
-        .copied()
-        .unwrap_or("?")
+    support::name_of(&NODES, addr)
 }
 
 /// The client host: writes, cuts the leader off for a while after a third of them, then

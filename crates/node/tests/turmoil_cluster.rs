@@ -98,11 +98,7 @@ async fn write_phase(
 }
 
 fn name_of(addr: SocketAddr) -> &'static str {
-    NODES
-        .iter()
-        .find(|n| node_addr(n) == addr)
-        .copied()
-        .unwrap_or("?")
+    support::name_of(&NODES, addr)
 }
 
 /// The scenario, as the client host. `lossy` asks the test loop, which owns the simulation,

@@ -32,11 +32,7 @@ async fn node(seed: u64, i: usize, dir: PathBuf) -> turmoil::Result {
 }
 
 fn name_of(addr: SocketAddr) -> &'static str {
-    NODES
-        .iter()
-        .find(|n| node_addr(n) == addr)
-        .copied()
-        .unwrap_or("?")
+    support::name_of(&NODES, addr)
 }
 
 fn add_ghost() -> ClientOp {

@@ -324,3 +324,12 @@ pub async fn bind() -> io::Result<SimSocket> {
         turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, PORT)).await?,
     ))
 }
+
+/// Which of `names` listens at `addr`, for messages that name nodes rather than addresses.
+pub fn name_of(names: &[&'static str], addr: SocketAddr) -> &'static str {
+    names
+        .iter()
+        .find(|n| node_addr(n) == addr)
+        .copied()
+        .unwrap_or("?")
+}
