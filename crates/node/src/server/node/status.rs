@@ -1,0 +1,93 @@
+//! What a node says about itself: its role, probe replies for the entrance, node details.
+
+use super::*;
+
+impl Node {
+    pub fn role(&self) -> Role {
+        match self.raft.role() {
+            RaftRole::Leader => Role::Leader,
+            RaftRole::Candidate | RaftRole::PreCandidate => Role::Candidate,
+            RaftRole::Follower if !self.raft.membership().is_voter(self.raft.id()) => Role::Learner,
+            RaftRole::Follower => Role::Follower,
+        }
+    }
+
+    pub(super) fn peer_ref(&self, id: Option<NodeId>) -> Option<PeerRef> {
+        let id = id?;
+        let name = self
+            .raft
+            .membership()
+            .members
+            .get(&id)
+            .map_or_else(|| format!("{id:x}"), |m| m.name.clone());
+        Some(PeerRef { id, name })
+    }
+
+    pub(super) fn probe_reply(&self, nonce: u64) -> ProbeReply {
+        ProbeReply {
+            nonce,
+            id: self.raft.id(),
+            name: self.cfg.name.clone(),
+            role: self.role(),
+            term: self.raft.term(),
+            voted_for: self.raft.vote(),
+            leader: self.peer_ref(self.raft.leader()),
+            commit_index: self.raft.commit_index(),
+            applied_index: self.sm.applied_index(),
+            last_log_index: self.raft.last_index(),
+            snapshot_index: self.raft.log().snapshot_index(),
+            log_bytes: self.storage.log_bytes(),
+            data_dir_bytes: self.data_dir_bytes,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            dropped_datagrams: self.t.dropped_total(),
+            membership: self.raft.membership().clone(),
+            since_heard_ms: self.since_heard_ms(),
+        }
+    }
+
+    /// The leader's own view of whom it hears, from its replication progress: the entrance
+    /// may be cut off from a member the leader still reaches.
+    pub(super) fn since_heard_ms(&self) -> BTreeMap<NodeId, u64> {
+        if self.raft.role() != RaftRole::Leader {
+            return BTreeMap::new();
+        }
+        let tick_ms = u64::try_from(self.cfg.timing.tick.as_millis()).unwrap_or(u64::MAX);
+        self.raft
+            .membership()
+            .members
+            .keys()
+            .filter_map(|&id| {
+                let ticks = self.raft.progress(id)?.ticks_since_heard;
+                let ms = if ticks == u32::MAX {
+                    u64::MAX
+                } else {
+                    u64::from(ticks).saturating_mul(tick_ms)
+                };
+                Some((id, ms))
+            })
+            .collect()
+    }
+
+    pub(super) fn node_detail(&self) -> NodeDetail {
+        let p = self.probe_reply(0);
+        NodeDetail {
+            id: p.id,
+            name: p.name,
+            addr: self.advertise.clone(),
+            role: p.role,
+            voter: self.raft.membership().is_voter(self.raft.id()),
+            health: Health::Up,
+            term: p.term,
+            voted_for: self.peer_ref(p.voted_for),
+            leader: p.leader,
+            commit_index: p.commit_index,
+            applied_index: p.applied_index,
+            last_log_index: p.last_log_index,
+            snapshot_index: p.snapshot_index,
+            log_bytes: p.log_bytes,
+            data_dir_bytes: p.data_dir_bytes,
+            uptime_ms: p.uptime_ms,
+            dropped_datagrams: p.dropped_datagrams,
+        }
+    }
+}
