@@ -11,10 +11,9 @@
 //! - [`transport`]: the socket, codec and drop counters;
 //! - `msg_ids`: message ids that move forward across restarts, reserved in the data dir;
 //! - `node`: the event loop and what it does per input;
-//! - `apply`: committed entries into the state machine, and the replies they release;
+//! - `node/apply`: committed entries into the state machine, and the replies they release;
 //! - `snapshot_transfer`: snapshots larger than a datagram, in chunks.
 
-mod apply;
 mod clock;
 pub mod config;
 pub mod identity;

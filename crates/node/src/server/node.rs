@@ -4,9 +4,11 @@
 //!
 //! - `startup`: from flags to a running loop (lock, bind, join or restart, recover);
 //! - this file: the loop, the `Ready` handling, snapshots and membership upkeep;
+//! - `apply`: committed entries into the state machine, and the replies they release;
 //! - `client`: client requests, from validation to the proposal or read they start;
 //! - `status`: what the node reports about itself.
 
+mod apply;
 mod client;
 mod startup;
 mod status;
@@ -17,7 +19,6 @@ use startup::dir_size;
 pub(super) use startup::recover;
 pub use startup::{run, run_with_socket};
 
-use super::apply::{PendingKind, PendingWrite, ReadRequest};
 use super::clock::ReplicatedClock;
 use super::config::NodeConfig;
 use super::identity::Identity;
@@ -28,6 +29,7 @@ use super::ServerError;
 use crate::raft::{Config as RaftConfig, InitialState, Raft, RaftError, Role as RaftRole};
 use crate::state_machine::{ClientCommand, Command, LogCommand, StateMachine};
 use crate::storage::{DataDirLock, DiskStorage, Storage};
+use apply::{PendingKind, PendingWrite, ReadRequest};
 use myraft_wire::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency, LeaderHint,
     NodeDetail, StopTarget,
@@ -50,19 +52,19 @@ pub const MAX_VALUE_BYTES: usize = 32 * 1024;
 const MAX_BATCH: usize = 256;
 
 pub(super) struct Node {
-    pub cfg: NodeConfig,
-    pub advertise: String,
-    pub raft: Raft,
-    pub storage: DiskStorage,
-    pub sm: StateMachine,
-    pub t: Transport,
-    pub snaps: SnapshotTransfers,
+    cfg: NodeConfig,
+    advertise: String,
+    raft: Raft,
+    storage: DiskStorage,
+    sm: StateMachine,
+    t: Transport,
+    snaps: SnapshotTransfers,
     /// Peer addresses: from the configuration, else from where their datagrams came.
-    pub seen: BTreeMap<NodeId, SocketAddr>,
-    pub pending_writes: BTreeMap<u64, PendingWrite>,
-    pub pending_reads: BTreeMap<u64, ReadRequest>,
+    seen: BTreeMap<NodeId, SocketAddr>,
+    pending_writes: BTreeMap<u64, PendingWrite>,
+    pending_reads: BTreeMap<u64, ReadRequest>,
     /// Released reads waiting for the state machine to reach their index.
-    pub ready_reads: BTreeMap<u64, Vec<u64>>,
+    ready_reads: BTreeMap<u64, Vec<u64>>,
     next_ctx: u64,
     started: Instant,
     was_leader: bool,
@@ -74,7 +76,7 @@ pub(super) struct Node {
     /// Members a committed configuration removed: told to stop a few times, since a removed
     /// follower hears nothing more from the leader and would never learn it on its own.
     removed_notices: Vec<RemovedNotice>,
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
 }
 
 struct RemovedNotice {

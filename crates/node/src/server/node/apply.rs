@@ -2,7 +2,7 @@
 //! when their entry applies, linearizable reads once the state machine reaches their
 //! ReadIndex (§6.4).
 
-use super::node::{bad, Node};
+use super::{bad, Node};
 use crate::state_machine::{ApplyError, KvError, Reply};
 use myraft_wire::client::{
     ClientError, ClientOp, ClientResponse, CompactResult, DeleteResult, GetResult, HistoryResult,
