@@ -323,6 +323,33 @@ async fn bench_reports_every_documented_field() {
 }
 
 #[tokio::test]
+async fn a_timed_bench_fills_the_read_keys_and_counts_what_completed() {
+    let entrance = fake_entrance(ClusterKey::lab_default()).await.to_string();
+    let out = myraft(
+        &entrance,
+        &[
+            "bench",
+            "--clients",
+            "2",
+            "--duration",
+            "0.2",
+            "--keys",
+            "5",
+            "--sequential-keys",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stderr.contains("filling 5 key(s)"), "{}", out.stderr);
+    let completed = out.json["writes"].as_u64().unwrap()
+        + out.json["reads"].as_u64().unwrap()
+        + out.json["errors"].as_u64().unwrap();
+    assert_eq!(out.json["ops"], json!(completed));
+    assert_eq!(out.json["duration_s"], json!(0.2));
+    assert_eq!(out.json["sequential_keys"], json!(true));
+}
+
+#[tokio::test]
 async fn keygen_writes_once() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("cluster.key");

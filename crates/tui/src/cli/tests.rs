@@ -83,6 +83,7 @@ fn every_documented_command_parses() {
             "--keys",
             "7",
         ],
+        &["bench", "--duration", "3", "--sequential-keys"],
     ] {
         assert!(
             Cli::try_parse_from(std::iter::once("myraft").chain(args.iter().copied())).is_ok(),
@@ -91,6 +92,28 @@ fn every_documented_command_parses() {
     }
     assert!(Cli::try_parse_from(["myraft", "stop"]).is_err());
     assert!(Cli::try_parse_from(["myraft", "stop", "n1", "--all"]).is_err());
+}
+
+#[test]
+fn bench_runs_for_a_number_of_operations_or_a_time_not_both() {
+    let Command::Bench(args) = parse(&["bench", "--duration", "2.5", "--sequential-keys"]).command
+    else {
+        panic!("not a bench");
+    };
+    assert_eq!(args.duration, Some(2.5));
+    assert!(args.sequential_keys);
+    let Command::Bench(args) = parse(&["bench", "--ops", "7"]).command else {
+        panic!("not a bench");
+    };
+    assert_eq!(
+        (args.ops, args.duration, args.sequential_keys),
+        (7, None, false)
+    );
+    let err = Cli::try_parse_from(["myraft", "bench", "--ops", "7", "--duration", "1"])
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+    assert!(Cli::try_parse_from(["myraft", "bench", "--duration", "soon"]).is_err());
 }
 
 #[test]
