@@ -1,7 +1,9 @@
 //! Snapshots larger than one datagram travel as chunks (docs/protocol.md): the whole Raft
 //! `InstallSnapshot` message is encoded once, sent in a window of chunks that advances with
 //! the receiver's acknowledgements, and resent from the last acknowledged offset when the
-//! receiver goes quiet (go-back-N).
+//! receiver goes quiet (go-back-N). A transfer in progress is never restarted by a resend
+//! of the same snapshot or by a newer one; a receiver that lost its chunks gets it from the
+//! start.
 
 use super::transport::Transport;
 use myraft_wire::envelope::Body;
@@ -47,7 +49,10 @@ impl SnapshotTransfers {
         }
     }
 
-    /// Starts (or restarts) sending `msg`, an `InstallSnapshot`, to `to`.
+    /// Starts sending `msg`, an `InstallSnapshot`, to `to`, unless a transfer to it is
+    /// already under way: the same snapshot again (the core resends while it waits) goes on
+    /// where it is, and a newer one waits while the current transfer still progresses —
+    /// restarting on every resend or every new snapshot would never finish under load.
     pub fn start(
         &mut self,
         t: &mut Transport,
@@ -57,6 +62,13 @@ impl SnapshotTransfers {
         term: u64,
         msg: &RaftMessage,
     ) {
+        if let Some(o) = self.out.get_mut(&to) {
+            let same = (o.index, o.term) == (index, term);
+            if same || o.idle < RESEND_AFTER_TICKS {
+                o.addr = addr;
+                return;
+            }
+        }
         let blob = match rmp_serde::to_vec(msg) {
             Ok(b) => b,
             Err(e) => {
@@ -83,6 +95,12 @@ impl SnapshotTransfers {
             },
         );
         self.pump(t, to);
+    }
+
+    /// The snapshot index of the transfer to `to` and how far it is acknowledged.
+    #[cfg(test)]
+    fn position(&self, to: NodeId) -> Option<(u64, u64)> {
+        self.out.get(&to).map(|o| (o.index, o.acked))
     }
 
     fn pump(&mut self, t: &mut Transport, to: NodeId) {
@@ -116,6 +134,13 @@ impl SnapshotTransfers {
         }
         if ack.next_offset > o.acked {
             o.acked = ack.next_offset;
+            o.idle = 0;
+        } else if ack.next_offset == 0 && o.acked > 0 {
+            // Only a receiver that never saw this transfer begin (it restarted, or dropped
+            // its chunks) asks for offset 0 once data has arrived: start over for it.
+            o.acked = 0;
+            o.sent = 0;
+            o.all_sent = false;
             o.idle = 0;
         }
         self.pump(t, from);
@@ -171,5 +196,85 @@ impl SnapshotTransfers {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+    use crate::server::transport::tests::{addr, clock_now, transport, Air};
+    use myraft_wire::raft::{InstallSnapshot, RaftBody, Snapshot, SnapshotMeta};
+
+    const PEER: NodeId = 2;
+
+    fn install(index: u64) -> RaftMessage {
+        RaftMessage {
+            from: 1,
+            to: PEER,
+            term: 1,
+            body: RaftBody::InstallSnapshot(InstallSnapshot {
+                snapshot: Snapshot {
+                    meta: SnapshotMeta {
+                        last_index: index,
+                        last_term: 1,
+                        membership: Default::default(),
+                    },
+                    data: vec![7; 200_000],
+                },
+            }),
+        }
+    }
+
+    fn ack(index: u64, next_offset: u64) -> SnapshotChunkAck {
+        SnapshotChunkAck {
+            snapshot_index: index,
+            snapshot_term: 1,
+            next_offset,
+            done: false,
+        }
+    }
+
+    /// A leader whose first window of chunks went out and was acknowledged up to `acked`.
+    fn progressing(acked: u64) -> (SnapshotTransfers, Transport, tempfile::TempDir) {
+        let air = Air::default();
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = transport(dir.path(), 1, 1, clock_now, &air);
+        let mut snaps = SnapshotTransfers::new(1_400);
+        snaps.start(&mut t, PEER, addr(2), 10, 1, &install(10));
+        snaps.on_ack(&mut t, PEER, ack(10, acked));
+        (snaps, t, dir)
+    }
+
+    /// The Raft core resends a snapshot every election timeout while it waits: that must not
+    /// throw away a transfer that is getting through.
+    #[test]
+    fn a_resend_of_the_same_snapshot_keeps_the_transfer_going() {
+        let (mut snaps, mut t, _dir) = progressing(20_000);
+        snaps.start(&mut t, PEER, addr(2), 10, 1, &install(10));
+        assert_eq!(snaps.position(PEER), Some((10, 20_000)));
+    }
+
+    /// A newer snapshot taken while a transfer makes progress waits for it to finish: the
+    /// follower catches up from the older one, and restarting would never end under load.
+    #[test]
+    fn a_newer_snapshot_does_not_restart_a_progressing_transfer() {
+        let (mut snaps, mut t, _dir) = progressing(20_000);
+        snaps.start(&mut t, PEER, addr(2), 11, 1, &install(11));
+        assert_eq!(snaps.position(PEER), Some((10, 20_000)));
+        // Once the transfer stalls, the newer snapshot takes its place.
+        for _ in 0..RESEND_AFTER_TICKS {
+            snaps.on_tick(&mut t);
+        }
+        snaps.start(&mut t, PEER, addr(2), 11, 1, &install(11));
+        assert_eq!(snaps.position(PEER), Some((11, 0)));
+    }
+
+    /// A receiver that restarted asks for the start again; the sender goes back to it.
+    #[test]
+    fn a_receiver_that_lost_its_chunks_gets_the_snapshot_from_the_start() {
+        let (mut snaps, mut t, _dir) = progressing(20_000);
+        snaps.on_ack(&mut t, PEER, ack(10, 0));
+        assert_eq!(snaps.position(PEER), Some((10, 0)));
     }
 }

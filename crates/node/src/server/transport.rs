@@ -213,7 +213,7 @@ fn is_transient(e: &std::io::Error) -> bool {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use myraft_wire::health::Probe;
     use std::collections::VecDeque;
@@ -221,7 +221,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     /// Datagrams in flight between the sockets of one test, with their senders.
-    type Air = Arc<Mutex<VecDeque<(Vec<u8>, SocketAddr)>>>;
+    pub(crate) type Air = Arc<Mutex<VecDeque<(Vec<u8>, SocketAddr)>>>;
 
     struct TestSocket {
         addr: SocketAddr,
@@ -261,7 +261,7 @@ mod tests {
     const CLUSTER: ClusterId = 0xC1;
     const NOW_US: u64 = 1_700_000_000_000_000;
 
-    fn clock_now() -> u64 {
+    pub(crate) fn clock_now() -> u64 {
         NOW_US
     }
 
@@ -269,11 +269,17 @@ mod tests {
         NOW_US - 600_000_000
     }
 
-    fn addr(port: u16) -> SocketAddr {
+    pub(crate) fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
 
-    fn transport(dir: &Path, port: u16, me: u64, clock: fn() -> u64, air: &Air) -> Transport {
+    pub(crate) fn transport(
+        dir: &Path,
+        port: u16,
+        me: u64,
+        clock: fn() -> u64,
+        air: &Air,
+    ) -> Transport {
         let mut cfg = NodeConfig::new("t", addr(port), vec![], dir.to_owned());
         cfg.wall_clock_us = clock;
         let socket = TestSocket {
