@@ -18,6 +18,17 @@ const CLUSTER: u64 = 0x5eed;
 
 /// Answers like an entrance that is also the leader of a one-node cluster holding `k = v`.
 async fn fake_entrance(key: ClusterKey) -> SocketAddr {
+    serve(key, |op, _, _, me| Some(answer(op, me))).await
+}
+
+/// A fake entrance on 127.0.0.1 that answers each request with what `respond` returns for
+/// it (op, client id, seq, its own address); `None` leaves the request unanswered.
+async fn serve(
+    key: ClusterKey,
+    mut respond: impl FnMut(ClientOp, u64, u64, SocketAddr) -> Option<Result<ClientResponse, ClientError>>
+        + Send
+        + 'static,
+) -> SocketAddr {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     tokio::spawn(async move {
@@ -30,7 +41,9 @@ async fn fake_entrance(key: ClusterKey) -> SocketAddr {
             let Body::ClientRequest(ClientRequest { client_id, seq, op }) = env.body else {
                 continue;
             };
-            let result = answer(op, addr);
+            let Some(result) = respond(op, client_id, seq, addr) else {
+                continue;
+            };
             let reply = Body::ClientReply(ClientReply {
                 client_id,
                 seq,
@@ -97,40 +110,18 @@ type Writes = std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
 /// later copy is answered `SessionExpired`: a leader applied the write, the reply was lost,
 /// and the cluster forgot the client's session before the retry came.
 async fn forgetful_entrance(key: ClusterKey) -> (SocketAddr, Writes) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
     let writes = Writes::default();
     let seen = std::sync::Arc::clone(&writes);
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        loop {
-            let (len, from) = socket.recv_from(&mut buf).await.unwrap();
-            let Ok(env) = decode(&buf[..len], &key, Some(CLUSTER)) else {
-                continue;
-            };
-            let Body::ClientRequest(ClientRequest { client_id, seq, op }) = env.body else {
-                continue;
-            };
-            let result = if op.is_write() {
-                let mut seen = seen.lock().unwrap();
-                let again = seen.contains(&(client_id, seq));
-                seen.push((client_id, seq));
-                if !again {
-                    continue;
-                }
-                Err(ClientError::SessionExpired)
-            } else {
-                answer(op, addr)
-            };
-            let reply = Body::ClientReply(ClientReply {
-                client_id,
-                seq,
-                result,
-            });
-            let bytes = encode(&Envelope::new(CLUSTER, 1, seq, reply), &key).unwrap();
-            socket.send_to(&bytes, from).await.unwrap();
+    let addr = serve(key, move |op, client_id, seq, me| {
+        if !op.is_write() {
+            return Some(answer(op, me));
         }
-    });
+        let mut seen = seen.lock().unwrap();
+        let again = seen.contains(&(client_id, seq));
+        seen.push((client_id, seq));
+        again.then_some(Err(ClientError::SessionExpired))
+    })
+    .await;
     (addr, writes)
 }
 
