@@ -15,3 +15,4 @@ pub mod raft;
 pub mod server;
 pub mod state_machine;
 pub mod storage;
+pub mod store;

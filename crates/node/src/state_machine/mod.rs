@@ -14,10 +14,10 @@
 
 mod command;
 mod mvcc;
-mod session;
+pub(crate) mod session;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use command::{
     ApplyError, ApplyResult, ClientCommand, Command, DecodeError, LogCommand, Reply,
@@ -25,7 +25,7 @@ pub use command::{
 pub use mvcc::{DeleteOutcome, History, KeyValue, KeyVersion, KvError, Mvcc, MvccStats};
 
 use serde::{Deserialize, Serialize};
-use session::{SessionCheck, Sessions};
+pub(crate) use session::{Session, SessionCheck, Sessions};
 
 /// How long a client session survives without requests unless configured otherwise.
 pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 10 * 60 * 1000;
@@ -61,6 +61,83 @@ pub struct Stats {
     /// Retained versions over all keys, tombstones included.
     pub versions: usize,
     pub sessions: usize,
+}
+
+/// What [`apply_with_session`] did.
+pub(crate) struct SessionApplied {
+    pub reply: ApplyResult,
+    /// Clients whose sessions expired at this entry.
+    pub expired: Vec<u64>,
+    /// Whether the request's own session was opened, touched or recorded.
+    pub touched: bool,
+}
+
+/// The session rules around one client command (dissertation §6.3), shared by the in-memory
+/// model and the state store: advance replicated time, expire idle sessions, then execute the
+/// command unless it is a retry (answered from the session) or cannot be trusted.
+pub(crate) fn apply_with_session<E>(
+    sessions: &mut Sessions,
+    clock_ms: &mut u64,
+    session_timeout_ms: u64,
+    entry_time_ms: u64,
+    req: &ClientCommand,
+    execute: impl FnOnce(&Command) -> Result<ApplyResult, E>,
+) -> Result<SessionApplied, E> {
+    *clock_ms = (*clock_ms).max(entry_time_ms);
+    let now = *clock_ms;
+    let expired = sessions.expire(now, session_timeout_ms);
+    let (reply, touched) = match sessions.check(req.client_id, req.seq) {
+        SessionCheck::Duplicate(reply) => {
+            let reply = reply.clone();
+            sessions.touch(req.client_id, now);
+            (reply, true)
+        }
+        SessionCheck::Stale { last_seq } => (
+            Err(ApplyError::StaleSequence {
+                client_id: req.client_id,
+                seq: req.seq,
+                last_seq,
+            }),
+            false,
+        ),
+        SessionCheck::Expired => (
+            Err(ApplyError::SessionExpired {
+                client_id: req.client_id,
+            }),
+            false,
+        ),
+        SessionCheck::Apply => {
+            let reply = execute(&req.cmd)?;
+            sessions.record(req.client_id, req.seq, now, reply.clone());
+            (reply, true)
+        }
+    };
+    Ok(SessionApplied {
+        reply,
+        expired,
+        touched,
+    })
+}
+
+fn execute(kv: &mut Mvcc, cmd: &Command) -> ApplyResult {
+    Ok(match cmd {
+        Command::Put { key, value } => Reply::Put {
+            revision: kv.put(key, value.clone()),
+        },
+        Command::Delete { key } => {
+            let DeleteOutcome { revision, deleted } = kv.delete(key);
+            Reply::Delete { revision, deleted }
+        }
+        Command::Compact { revision } => {
+            kv.compact(*revision)?;
+            Reply::Compact {
+                compacted_before: kv.compacted_before(),
+            }
+        }
+        Command::Noop => Reply::Noop {
+            revision: kv.revision(),
+        },
+    })
 }
 
 /// A snapshot that cannot be restored. The node should keep its current state and fetch the
@@ -113,28 +190,18 @@ impl StateMachine {
     /// time without being applied again (dissertation §6.3).
     pub fn apply(&mut self, index: u64, entry_time_ms: u64, req: &ClientCommand) -> ApplyResult {
         self.advance(index)?;
-        self.clock_ms = self.clock_ms.max(entry_time_ms);
-        self.sessions.expire(self.clock_ms, self.session_timeout_ms);
-        match self.sessions.check(req.client_id, req.seq) {
-            SessionCheck::Duplicate(reply) => {
-                let reply = reply.clone();
-                self.sessions.touch(req.client_id, self.clock_ms);
-                reply
-            }
-            SessionCheck::Stale { last_seq } => Err(ApplyError::StaleSequence {
-                client_id: req.client_id,
-                seq: req.seq,
-                last_seq,
-            }),
-            SessionCheck::Expired => Err(ApplyError::SessionExpired {
-                client_id: req.client_id,
-            }),
-            SessionCheck::Apply => {
-                let reply = self.execute(&req.cmd);
-                self.sessions
-                    .record(req.client_id, req.seq, self.clock_ms, reply.clone());
-                reply
-            }
+        let kv = &mut self.kv;
+        let outcome: Result<_, std::convert::Infallible> = apply_with_session(
+            &mut self.sessions,
+            &mut self.clock_ms,
+            self.session_timeout_ms,
+            entry_time_ms,
+            req,
+            |cmd| Ok(execute(kv, cmd)),
+        );
+        match outcome {
+            Ok(applied) => applied.reply,
+            Err(never) => match never {},
         }
     }
 
@@ -168,27 +235,6 @@ impl StateMachine {
         }
         self.applied_index = index;
         Ok(())
-    }
-
-    fn execute(&mut self, cmd: &Command) -> ApplyResult {
-        Ok(match cmd {
-            Command::Put { key, value } => Reply::Put {
-                revision: self.kv.put(key, value.clone()),
-            },
-            Command::Delete { key } => {
-                let DeleteOutcome { revision, deleted } = self.kv.delete(key);
-                Reply::Delete { revision, deleted }
-            }
-            Command::Compact { revision } => {
-                self.kv.compact(*revision)?;
-                Reply::Compact {
-                    compacted_before: self.kv.compacted_before(),
-                }
-            }
-            Command::Noop => Reply::Noop {
-                revision: self.kv.revision(),
-            },
-        })
     }
 
     /// Reads `key` as of `at_revision`, or the latest revision if `None`.

@@ -53,15 +53,28 @@ impl Sessions {
         self.by_client.len()
     }
 
-    /// Drops every session idle for longer than `timeout_ms` as of `now_ms`.
-    pub fn expire(&mut self, now_ms: u64, timeout_ms: u64) {
+    /// Drops every session idle for longer than `timeout_ms` as of `now_ms`, and returns the
+    /// clients whose sessions went.
+    pub fn expire(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<u64> {
+        let mut gone = Vec::new();
         while let Some(&(last_active, client)) = self.by_activity.first() {
             if now_ms.saturating_sub(last_active) <= timeout_ms {
                 break;
             }
             self.by_activity.pop_first();
             self.by_client.remove(&client);
+            gone.push(client);
         }
+        gone
+    }
+
+    pub fn get(&self, client_id: u64) -> Option<&Session> {
+        self.by_client.get(&client_id)
+    }
+
+    /// Adds a session read back from storage; [`Sessions::validate_and_index`] must follow.
+    pub fn insert_loaded(&mut self, client_id: u64, session: Session) {
+        self.by_client.insert(client_id, session);
     }
 
     pub fn check(&self, client_id: u64, seq: u64) -> SessionCheck<'_> {

@@ -383,7 +383,7 @@ proptest! {
 // ---- determinism ----
 
 #[derive(Clone, Debug)]
-enum Step {
+pub(crate) enum Step {
     /// A new request from one of a few clients.
     New { client: u64, cmd: Command },
     /// That client's last request again, as after a lost reply.
@@ -413,7 +413,7 @@ fn step() -> impl Strategy<Value = Step> {
 
 /// Turns steps into log entries: (time, request). Time moves in jumps that sometimes exceed
 /// the session timeout and sometimes go backwards.
-fn entries(steps: &[(Step, i64)]) -> Vec<(u64, ClientCommand)> {
+pub(crate) fn entries(steps: &[(Step, i64)]) -> Vec<(u64, ClientCommand)> {
     let mut last: std::collections::BTreeMap<u64, ClientCommand> = Default::default();
     let mut time: u64 = 60 * MINUTE;
     let mut out = Vec::new();
@@ -439,7 +439,7 @@ fn entries(steps: &[(Step, i64)]) -> Vec<(u64, ClientCommand)> {
     out
 }
 
-fn steps() -> impl Strategy<Value = Vec<(Step, i64)>> {
+pub(crate) fn steps() -> impl Strategy<Value = Vec<(Step, i64)>> {
     let dt = prop_oneof![
         8 => 0i64..2000,
         1 => (11 * MINUTE) as i64..(12 * MINUTE) as i64,

@@ -40,7 +40,15 @@ struct Inode {
     /// A prefix of `data` when only appends happened since the last sync; after a cut
     /// (`set_len`) it may be longer than `data` until the next sync.
     durable: Vec<u8>,
+    /// Pages written at an offset since the last sync (files opened with `open_db`): at a
+    /// power cut each of them holds its old bytes or its new ones, as a disk that wrote back
+    /// some dirty pages and not others.
+    dirty_pages: BTreeSet<u64>,
+    paged: bool,
 }
+
+/// The unit in which a page-written file reaches the disk.
+const PAGE: usize = 4096;
 
 struct State {
     inodes: BTreeMap<u64, Inode>,
@@ -134,6 +142,10 @@ impl SimFs {
         let live: BTreeSet<u64> = s.names.values().copied().collect();
         s.inodes.retain(|id, _| live.contains(id));
         for inode in s.inodes.values_mut() {
+            if inode.paged {
+                cut_pages(inode, &mut s.rng);
+                continue;
+            }
             let torn = if inode.data.len() > inode.durable.len()
                 && inode.data.starts_with(&inode.durable)
             {
@@ -264,6 +276,41 @@ impl Vfs for SimFs {
         })
     }
 
+    fn open_db(&self, path: &Path) -> io::Result<Box<dyn redb::StorageBackend>> {
+        let existing = self.lock().names.get(path).copied();
+        let inode = match existing {
+            Some(id) => id,
+            None => {
+                if !self.lock().dirs.contains(&parent(path)) {
+                    return Err(not_found(&parent(path)));
+                }
+                let mut id = 0;
+                self.simple(&format!("create {}", path.display()), |s| {
+                    id = s.next_inode;
+                    s.next_inode += 1;
+                    s.inodes.insert(
+                        id,
+                        Inode {
+                            paged: true,
+                            ..Inode::default()
+                        },
+                    );
+                    s.names.insert(path.to_path_buf(), id);
+                    Ok(())
+                })?;
+                id
+            }
+        };
+        if let Some(i) = self.lock().inodes.get_mut(&inode) {
+            i.paged = true;
+        }
+        Ok(Box::new(SimDbFile {
+            fs: self.clone(),
+            inode,
+            path: path.to_path_buf(),
+        }))
+    }
+
     fn open_append(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn VfsFile>> {
         let existing = self.lock().names.get(path).copied();
         let inode = match (mode, existing) {
@@ -304,6 +351,139 @@ impl Vfs for SimFs {
             inode,
             path: path.to_path_buf(),
         }))
+    }
+}
+
+/// A power cut on a page-written file: its length and each dirty page are old or new.
+fn cut_pages(inode: &mut Inode, rng: &mut StdRng) {
+    let new_len = if rng.random_bool(0.5) {
+        inode.data.len()
+    } else {
+        inode.durable.len()
+    };
+    let mut out = inode.durable.clone();
+    out.resize(new_len, 0);
+    for &page in &inode.dirty_pages {
+        if !rng.random_bool(0.5) {
+            continue;
+        }
+        let start = usize::try_from(page)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(PAGE);
+        let end = start.saturating_add(PAGE).min(new_len);
+        for (at, byte) in out.iter_mut().enumerate().take(end).skip(start) {
+            *byte = inode.data.get(at).copied().unwrap_or(0);
+        }
+    }
+    inode.data = out;
+    inode.durable = inode.data.clone();
+    inode.dirty_pages.clear();
+}
+
+/// A file of the state store: read and written at any offset (redb's storage backend).
+struct SimDbFile {
+    fs: SimFs,
+    inode: u64,
+    path: PathBuf,
+}
+
+impl fmt::Debug for SimDbFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SimDbFile({})", self.path.display())
+    }
+}
+
+fn backend_err(e: io::Error) -> io::Error {
+    e
+}
+
+impl redb::StorageBackend for SimDbFile {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        let s = self.fs.lock();
+        Ok(s.inodes.get(&self.inode).map_or(0, |i| i.data.len() as u64))
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        let s = self.fs.lock();
+        let data = s.inodes.get(&self.inode).map_or(&[][..], |i| &i.data[..]);
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match start
+            .checked_add(out.len())
+            .and_then(|end| data.get(start..end))
+        {
+            Some(bytes) => {
+                out.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => Err(backend_err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read past the end of {}", self.path.display()),
+            ))),
+        }
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        let inode = self.inode;
+        self.fs
+            .simple(&format!("resize {}", self.path.display()), |s| {
+                if let Some(i) = s.inodes.get_mut(&inode) {
+                    let len = usize::try_from(len).unwrap_or(usize::MAX);
+                    let old = i.data.len();
+                    i.data.resize(len, 0);
+                    for page in old.min(len) / PAGE..len.max(old).div_ceil(PAGE) {
+                        i.dirty_pages.insert(page as u64);
+                    }
+                }
+                Ok(())
+            })
+            .map_err(backend_err)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        let inode = self.inode;
+        self.fs
+            .simple(&format!("sync {}", self.path.display()), |s| {
+                if let Some(i) = s.inodes.get_mut(&inode) {
+                    i.durable = i.data.clone();
+                    i.dirty_pages.clear();
+                }
+                Ok(())
+            })
+            .map_err(backend_err)
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        let mut guard = self.fs.lock();
+        let s = &mut *guard;
+        let fault = SimFs::step(
+            s,
+            &format!(
+                "write {} bytes at {offset} of {}",
+                data.len(),
+                self.path.display()
+            ),
+        )
+        .map_err(backend_err)?;
+        let written = match fault {
+            None => data.len(),
+            Some(Fault::Crash | Fault::NoSpace) => s.rng.random_range(0..=data.len()),
+            Some(Fault::Io) => 0,
+        };
+        if let Some(i) = s.inodes.get_mut(&self.inode) {
+            let start = usize::try_from(offset).unwrap_or(usize::MAX);
+            let end = start.saturating_add(written);
+            if i.data.len() < end {
+                i.data.resize(end, 0);
+            }
+            i.data[start..end].copy_from_slice(&data[..written]);
+            for page in start / PAGE..end.div_ceil(PAGE) {
+                i.dirty_pages.insert(page as u64);
+            }
+        }
+        match fault {
+            None => Ok(()),
+            Some(f) => Err(backend_err(SimFs::fault_error(f))),
+        }
     }
 }
 

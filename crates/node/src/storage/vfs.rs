@@ -3,7 +3,9 @@
 //! ([`super::SimFs`]) and fails writes on demand.
 //!
 //! The set is small on purpose: append-only files, whole-file reads, renames, directory
-//! listing and the two kinds of sync. Everything else the log does is built from these.
+//! listing and the two kinds of sync. Everything else the log does is built from these. The
+//! state store's file is the one exception: redb reads and writes it at any offset, through
+//! a backend [`Vfs::open_db`] hands out.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -44,6 +46,8 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     fn open_append(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn VfsFile>>;
+    /// A file for redb, read and written at any offset; created empty if missing.
+    fn open_db(&self, path: &Path) -> io::Result<Box<dyn redb::StorageBackend>>;
 }
 
 /// The operating system's file system.
@@ -108,5 +112,16 @@ impl Vfs for OsFs {
             OpenMode::Truncate => o.write(true).create(true).truncate(true),
         };
         Ok(Box::new(OsFile(o.open(path)?)))
+    }
+
+    fn open_db(&self, path: &Path) -> io::Result<Box<dyn redb::StorageBackend>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let backend = redb::backends::FileBackend::new(file).map_err(io::Error::other)?;
+        Ok(Box::new(backend))
     }
 }
