@@ -285,6 +285,7 @@ impl Core {
             data_dir_bytes: number(|r| r.data_dir_bytes),
             uptime_ms: number(|r| r.uptime_ms),
             dropped_datagrams: number(|r| r.dropped_datagrams),
+            store: reply.map(|r| r.store.clone()).unwrap_or_default(),
         })
     }
 }

@@ -7,7 +7,7 @@
 //! nothing use the pair only to match the reply.
 
 use crate::admission::ClusterId;
-use crate::health::{Health, PeerRef, Role};
+use crate::health::{Health, PeerRef, Role, StoreStats};
 use crate::raft::{Index, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
@@ -233,6 +233,8 @@ pub struct NodeDetail {
     pub data_dir_bytes: u64,
     pub uptime_ms: u64,
     pub dropped_datagrams: u64,
+    #[serde(default)]
+    pub store: StoreStats,
 }
 
 /// Where a follower believes the leader is.

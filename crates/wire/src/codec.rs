@@ -565,7 +565,8 @@ mod tests {
             let data = vec![0xab; MAX_DATAGRAM];
             let mut chunk = chunk_at(u64::MAX, u64::MAX, &data, 1, max_chunk_data(budget));
             chunk.offset = u64::MAX;
-            chunk.total_len = u64::MAX;
+            chunk.leader_term = u64::MAX;
+            chunk.total_estimate = u64::MAX;
             let env = Envelope::new(u64::MAX, u64::MAX, u64::MAX, Body::SnapshotChunk(chunk));
             let len = encode(&env, &key()).unwrap().len();
             assert!(len <= budget, "budget {budget}: {len} bytes");

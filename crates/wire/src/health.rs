@@ -90,6 +90,40 @@ pub struct ProbeReply {
     /// Absent in the replies of older nodes, which then read as empty.
     #[serde(default)]
     pub since_heard_ms: BTreeMap<NodeId, u64>,
+    /// The state store and any snapshot transfers.
+    #[serde(default)]
+    pub store: StoreStats,
+}
+
+/// A node's state store, and the snapshots it is sending or receiving.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Size of the store's file.
+    pub store_bytes: u64,
+    /// The latest revision applied.
+    pub revision: u64,
+    /// Revisions below this were compacted away; reads there fail with `compacted`.
+    pub compacted_revision: u64,
+    /// Keys that hold a value.
+    pub keys: u64,
+    /// Committed entries not yet applied.
+    pub apply_lag: u64,
+    pub transfers: Vec<Transfer>,
+}
+
+/// A snapshot on its way to or from a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    /// The other side's name.
+    pub peer: String,
+    /// True on the sender, false on the receiver.
+    pub sending: bool,
+    pub snapshot_index: Index,
+    /// Bytes acknowledged (sender) or received (receiver).
+    pub bytes_done: u64,
+    /// The sender's estimate of the whole stream; 0 while it knows nothing yet.
+    pub bytes_total: u64,
+    pub elapsed_ms: u64,
 }
 
 #[cfg(test)]

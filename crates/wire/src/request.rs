@@ -308,7 +308,7 @@ impl Drop for Registration<'_> {
 
 /// What to do after one attempt.
 enum Next {
-    Done(Result<ClientResponse, ClientError>),
+    Done(Box<Result<ClientResponse, ClientError>>),
     /// Try again at once (the target changed).
     Retry,
     /// Try again after a pause (the cluster said "not now").
@@ -543,17 +543,19 @@ impl Client {
             };
 
             match next {
-                Some(Next::Done(Ok(response))) => {
-                    if let Target::Entrance(_) = target {
-                        self.inner.preferred_entrance.store(
-                            entrance_index % self.inner.entrances.len(),
-                            Ordering::Relaxed,
-                        );
+                Some(Next::Done(done)) => match *done {
+                    Ok(response) => {
+                        if let Target::Entrance(_) = target {
+                            self.inner.preferred_entrance.store(
+                                entrance_index % self.inner.entrances.len(),
+                                Ordering::Relaxed,
+                            );
+                        }
+                        self.learn(&response);
+                        return Ok(response);
                     }
-                    self.learn(&response);
-                    return Ok(response);
-                }
-                Some(Next::Done(Err(e))) => return Err(RequestError::Server(e)),
+                    Err(e) => return Err(RequestError::Server(e)),
+                },
                 // Followers that point at each other (stale hints during an election)
                 // would bounce a request at full speed; after a few hops, pause.
                 Some(Next::Retry) if redirects < MAX_QUICK_REDIRECTS => redirects += 1,
@@ -638,7 +640,7 @@ impl Client {
             }
             Err(ClientError::Unavailable { .. }) | Err(ClientError::Timeout) => Next::Backoff,
             Err(ClientError::SessionExpired) => Next::Renew,
-            other => Next::Done(other),
+            other => Next::Done(Box::new(other)),
         }
     }
 

@@ -1,11 +1,11 @@
 //! Moving a snapshot that does not fit in one datagram.
 //!
-//! The Raft core hands over a whole [`crate::raft::InstallSnapshot`]; the server encodes that
-//! message once and sends the bytes as [`SnapshotChunk`]s, each small enough for one datagram
-//! within the payload budget ([`crate::codec::DEFAULT_PAYLOAD_BUDGET`]). The receiver puts
-//! them back together in order with a [`SnapshotAssembler`] and acknowledges how far it got,
-//! so the sender resends from there after a loss (go-back-N: simple, and loss is rare on a
-//! LAN). Which bytes travel is up to the server; this module only splits and joins them.
+//! A snapshot is a stream of bytes of a length the sender learns only at its end (it is read
+//! from a store as it goes). The sender cuts it into [`SnapshotChunk`]s, each small enough
+//! for one datagram within the payload budget ([`crate::codec::DEFAULT_PAYLOAD_BUDGET`]);
+//! the receiver takes them strictly in order with a [`ChunkReceiver`] and acknowledges how
+//! far it got, so the sender resends from there after a loss (go-back-N: simple, and loss is
+//! rare on a LAN). What the bytes mean is up to the server; this module only moves them.
 
 use crate::raft::{Index, Term};
 use serde::{Deserialize, Serialize};
@@ -16,25 +16,30 @@ pub const CHUNK_OVERHEAD: usize = 160;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotChunk {
-    /// With `snapshot_term`, names the transfer: a new snapshot starts a new one.
+    /// With `snapshot_term`, names the transfer: the log position the snapshot ends at.
     pub snapshot_index: Index,
     pub snapshot_term: Term,
-    /// Where `data` starts within the whole.
+    /// The sender's term as leader: the finished snapshot is taken as its message.
+    pub leader_term: Term,
+    /// Where `data` starts within the stream.
     pub offset: u64,
-    pub total_len: u64,
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
-    /// Set on the chunk that ends at `total_len`.
+    /// Set on the chunk that ends the stream.
     pub done: bool,
+    /// The sender's estimate of the stream's length, for progress reports only; 0 if it
+    /// has none yet.
+    pub total_estimate: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotChunkAck {
     pub snapshot_index: Index,
     pub snapshot_term: Term,
-    /// Every byte before this has arrived; the sender continues (or resends) from here.
+    /// Every byte before this has arrived; the sender continues (or resends) from here. 0
+    /// for a transfer the receiver does not know: the sender starts a new one.
     pub next_offset: u64,
-    /// The whole snapshot arrived.
+    /// The whole stream arrived.
     pub done: bool,
 }
 
@@ -44,8 +49,8 @@ pub fn max_chunk_data(payload_budget: usize) -> usize {
     payload_budget.saturating_sub(CHUNK_OVERHEAD).max(1)
 }
 
-/// The chunk of `bytes` starting at `offset`, at most `max_data` long. An `offset` at or past
-/// the end gives the (empty) final chunk, so an ack for the end is answered sensibly.
+/// The chunk of `bytes` (a whole stream) starting at `offset`, at most `max_data` long. An
+/// `offset` at or past the end gives the (empty) final chunk.
 pub fn chunk_at(
     snapshot_index: Index,
     snapshot_term: Term,
@@ -58,14 +63,15 @@ pub fn chunk_at(
     SnapshotChunk {
         snapshot_index,
         snapshot_term,
+        leader_term: snapshot_term,
         offset: start as u64,
-        total_len: bytes.len() as u64,
         data: bytes[start..end].to_vec(),
         done: end == bytes.len(),
+        total_estimate: bytes.len() as u64,
     }
 }
 
-/// Every chunk of `bytes`, in order. An empty snapshot is one empty, final chunk.
+/// Every chunk of `bytes`, in order. An empty stream is one empty, final chunk.
 pub fn split(
     snapshot_index: Index,
     snapshot_term: Term,
@@ -87,27 +93,22 @@ pub fn split(
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
-    #[error("snapshot of {total_len} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { total_len: u64, limit: u64 },
-    #[error("chunk at {offset}+{len} runs past the snapshot's {total_len} bytes")]
-    PastEnd {
-        offset: u64,
-        len: u64,
-        total_len: u64,
-    },
-    #[error("chunk says total_len {got}, the transfer began with {expected}")]
-    LengthChanged { expected: u64, got: u64 },
-    #[error("chunk's done flag is {done} but it ends at {end} of {total_len}")]
-    DoneMismatch {
-        done: bool,
-        end: u64,
-        total_len: u64,
-    },
+    #[error("snapshot stream passes the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
 }
 
-/// Reassembles one snapshot transfer at a time, strictly in order.
+/// The bytes a chunk added to the stream, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Accepted {
+    pub offset: u64,
+    pub data: Vec<u8>,
+    /// The stream ends with these bytes.
+    pub done: bool,
+}
+
+/// Takes the chunks of one transfer at a time, strictly in order.
 #[derive(Debug)]
-pub struct SnapshotAssembler {
+pub struct ChunkReceiver {
     limit: u64,
     current: Option<Transfer>,
 }
@@ -116,22 +117,12 @@ pub struct SnapshotAssembler {
 struct Transfer {
     index: Index,
     term: Term,
-    total_len: u64,
-    buf: Vec<u8>,
+    next_offset: u64,
+    done: bool,
 }
 
-/// What to do after offering a chunk.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Assembled {
-    /// Send this back to the sender.
-    pub ack: SnapshotChunkAck,
-    /// The whole snapshot, once the last chunk arrived.
-    pub complete: Option<Vec<u8>>,
-}
-
-impl SnapshotAssembler {
-    /// `limit` caps the size of a snapshot this node accepts, so a bad `total_len` cannot make
-    /// it reserve unbounded memory.
+impl ChunkReceiver {
+    /// `limit` caps the length of a stream this node accepts.
     pub fn new(limit: u64) -> Self {
         Self {
             limit,
@@ -139,75 +130,63 @@ impl SnapshotAssembler {
         }
     }
 
-    /// Takes one chunk. Duplicates and chunks after a gap are not errors: the ack tells the
-    /// sender where to resume. A chunk at offset 0 of a different snapshot abandons the
-    /// current transfer, since a leader only starts over when it has a reason to.
-    pub fn offer(&mut self, chunk: SnapshotChunk) -> Result<Assembled, ChunkError> {
-        let end = chunk.offset.saturating_add(chunk.data.len() as u64);
-        if chunk.total_len > self.limit {
-            return Err(ChunkError::TooLarge {
-                total_len: chunk.total_len,
-                limit: self.limit,
-            });
-        }
-        if end > chunk.total_len {
-            return Err(ChunkError::PastEnd {
-                offset: chunk.offset,
-                len: chunk.data.len() as u64,
-                total_len: chunk.total_len,
-            });
-        }
-        if chunk.done != (end == chunk.total_len) {
-            return Err(ChunkError::DoneMismatch {
-                done: chunk.done,
-                end,
-                total_len: chunk.total_len,
-            });
-        }
+    /// The transfer under way: its log position and the bytes received so far.
+    pub fn position(&self) -> Option<(Index, Term, u64, bool)> {
+        self.current
+            .as_ref()
+            .map(|t| (t.index, t.term, t.next_offset, t.done))
+    }
+
+    /// Forgets the transfer under way: its next chunk is answered with "from the start".
+    pub fn reset(&mut self) {
+        self.current = None;
+    }
+
+    /// Offers a chunk: the bytes it adds, if it is the next one, and the ack to send back.
+    /// A chunk of another transfer starts that one if it is its first, and is otherwise
+    /// answered with `next_offset` 0, so that the sender starts over.
+    pub fn offer(
+        &mut self,
+        chunk: SnapshotChunk,
+    ) -> Result<(Option<Accepted>, SnapshotChunkAck), ChunkError> {
         let same = self
             .current
             .as_ref()
-            .is_some_and(|t| t.index == chunk.snapshot_index && t.term == chunk.snapshot_term);
+            .is_some_and(|t| (t.index, t.term) == (chunk.snapshot_index, chunk.snapshot_term));
         if !same {
             if chunk.offset != 0 {
-                // A chunk from the middle of a transfer we never saw begin: ask for the start.
-                return Ok(Assembled {
-                    ack: ack_for(&chunk, 0, false),
-                    complete: None,
-                });
+                return Ok((None, ack_for(&chunk, 0, false)));
             }
             self.current = Some(Transfer {
                 index: chunk.snapshot_index,
                 term: chunk.snapshot_term,
-                total_len: chunk.total_len,
-                buf: Vec::new(),
+                next_offset: 0,
+                done: false,
             });
         }
-        let Some(transfer) = self.current.as_mut() else {
-            return Ok(Assembled {
-                ack: ack_for(&chunk, 0, false),
-                complete: None,
-            });
+        let Some(t) = self.current.as_mut() else {
+            return Ok((None, ack_for(&chunk, 0, false)));
         };
-        if transfer.total_len != chunk.total_len {
-            return Err(ChunkError::LengthChanged {
-                expected: transfer.total_len,
-                got: chunk.total_len,
-            });
+        if t.done || chunk.offset != t.next_offset {
+            // A duplicate, or one after a loss: say where we are (go-back-N).
+            return Ok((None, ack_for(&chunk, t.next_offset, t.done)));
         }
-        let have = transfer.buf.len() as u64;
-        if chunk.offset == have {
-            transfer.buf.extend_from_slice(&chunk.data);
+        let end = t.next_offset.saturating_add(chunk.data.len() as u64);
+        if end > self.limit {
+            self.current = None;
+            return Err(ChunkError::TooLarge { limit: self.limit });
         }
-        let have = transfer.buf.len() as u64;
-        let done = have == transfer.total_len;
-        let ack = ack_for(&chunk, have, done);
-        let complete = if done {
-            self.current.take().map(|t| t.buf)
-        } else {
-            None
-        };
-        Ok(Assembled { ack, complete })
+        t.next_offset = end;
+        t.done = chunk.done;
+        let ack = ack_for(&chunk, end, chunk.done);
+        Ok((
+            Some(Accepted {
+                offset: chunk.offset,
+                data: chunk.data,
+                done: chunk.done,
+            }),
+            ack,
+        ))
     }
 }
 
@@ -229,22 +208,30 @@ mod tests {
         (0..n).map(|i| (i * 7 % 251) as u8).collect()
     }
 
+    /// Offers `chunk`; the bytes it added, appended to `out`, and the ack.
+    fn offer(rx: &mut ChunkReceiver, chunk: &SnapshotChunk, out: &mut Vec<u8>) -> SnapshotChunkAck {
+        let (accepted, ack) = rx.offer(chunk.clone()).unwrap();
+        if let Some(a) = accepted {
+            assert_eq!(a.offset as usize, out.len());
+            out.extend(a.data);
+        }
+        ack
+    }
+
     #[test]
-    fn split_then_assemble_gives_the_same_bytes() {
+    fn split_then_receive_gives_the_same_bytes() {
         for n in [0, 1, 99, 100, 101, 1000] {
             let data = bytes(n);
             let chunks = split(5, 2, &data, 100);
             assert_eq!(chunks.len(), n.div_ceil(100).max(1));
-            let mut asm = SnapshotAssembler::new(1 << 20);
-            let mut out = None;
-            for c in chunks {
-                let step = asm.offer(c).unwrap();
-                if let Some(done) = step.complete {
-                    assert!(step.ack.done);
-                    out = Some(done);
-                }
+            let mut rx = ChunkReceiver::new(1 << 20);
+            let mut out = Vec::new();
+            let mut last = None;
+            for c in &chunks {
+                last = Some(offer(&mut rx, c, &mut out));
             }
-            assert_eq!(out.unwrap(), data);
+            assert!(last.unwrap().done);
+            assert_eq!(out, data);
         }
     }
 
@@ -252,61 +239,56 @@ mod tests {
     fn lost_chunk_is_resent_from_the_ack() {
         let data = bytes(350);
         let chunks = split(9, 3, &data, 100);
-        let mut asm = SnapshotAssembler::new(1 << 20);
-        assert_eq!(asm.offer(chunks[0].clone()).unwrap().ack.next_offset, 100);
+        let mut rx = ChunkReceiver::new(1 << 20);
+        let mut out = Vec::new();
+        assert_eq!(offer(&mut rx, &chunks[0], &mut out).next_offset, 100);
         // chunks[1] lost; chunks[2] arrives after the gap and is not taken.
-        let step = asm.offer(chunks[2].clone()).unwrap();
-        assert_eq!(step.ack.next_offset, 100);
+        let ack = offer(&mut rx, &chunks[2], &mut out);
+        assert_eq!(ack.next_offset, 100);
         // A duplicate neither advances nor corrupts.
-        assert_eq!(asm.offer(chunks[0].clone()).unwrap().ack.next_offset, 100);
-        let resend = chunk_at(9, 3, &data, step.ack.next_offset, 100);
+        assert_eq!(offer(&mut rx, &chunks[0], &mut out).next_offset, 100);
+        let resend = chunk_at(9, 3, &data, ack.next_offset, 100);
         assert_eq!(resend, chunks[1]);
-        asm.offer(resend).unwrap();
-        asm.offer(chunks[2].clone()).unwrap();
-        let last = asm.offer(chunks[3].clone()).unwrap();
-        assert_eq!(last.complete.unwrap(), data);
+        for c in [&resend, &chunks[2], &chunks[3]] {
+            offer(&mut rx, c, &mut out);
+        }
+        assert_eq!(out, data);
+        // The last chunk again: still done.
+        assert!(offer(&mut rx, &chunks[3], &mut out).done);
     }
 
     #[test]
-    fn a_new_snapshot_replaces_an_unfinished_one() {
+    fn a_new_transfer_replaces_an_unfinished_one() {
         let old = bytes(300);
         let new = bytes(150);
-        let mut asm = SnapshotAssembler::new(1 << 20);
-        asm.offer(split(1, 1, &old, 100)[0].clone()).unwrap();
-        let mut result = None;
+        let mut rx = ChunkReceiver::new(1 << 20);
+        let mut ignored = Vec::new();
+        offer(&mut rx, &split(1, 1, &old, 100)[0], &mut ignored);
+        let mut out = Vec::new();
         for c in split(2, 1, &new, 100) {
-            result = asm.offer(c).unwrap().complete.or(result);
+            offer(&mut rx, &c, &mut out);
         }
-        assert_eq!(result.unwrap(), new);
+        assert_eq!(out, new);
         // The middle of an unknown transfer asks for its start.
         let stray = split(1, 1, &old, 100)[1].clone();
-        assert_eq!(asm.offer(stray).unwrap().ack.next_offset, 0);
+        assert_eq!(offer(&mut rx, &stray, &mut ignored).next_offset, 0);
+        // So does the middle of one that was reset.
+        let mut rx = ChunkReceiver::new(1 << 20);
+        let mut ignored = Vec::new();
+        offer(&mut rx, &split(1, 1, &old, 100)[0], &mut ignored);
+        rx.reset();
+        let second = split(1, 1, &old, 100)[1].clone();
+        assert_eq!(offer(&mut rx, &second, &mut ignored).next_offset, 0);
     }
 
     #[test]
-    fn inconsistent_chunks_are_errors() {
-        let mut asm = SnapshotAssembler::new(1000);
-        let mut c = chunk_at(1, 1, &bytes(10), 0, 100);
-        c.total_len = 2000;
+    fn a_stream_past_the_limit_is_refused() {
+        let mut rx = ChunkReceiver::new(150);
+        let chunks = split(1, 1, &bytes(300), 100);
+        rx.offer(chunks[0].clone()).unwrap();
         assert!(matches!(
-            asm.offer(c.clone()),
-            Err(ChunkError::TooLarge { .. })
-        ));
-        c.total_len = 5;
-        assert!(matches!(
-            asm.offer(c.clone()),
-            Err(ChunkError::PastEnd { .. })
-        ));
-        c.total_len = 10;
-        c.done = false;
-        assert!(matches!(asm.offer(c), Err(ChunkError::DoneMismatch { .. })));
-        let first = split(1, 1, &bytes(300), 100)[0].clone();
-        asm.offer(first).unwrap();
-        let mut other = chunk_at(1, 1, &bytes(400), 100, 100);
-        other.total_len = 400;
-        assert!(matches!(
-            asm.offer(other),
-            Err(ChunkError::LengthChanged { .. })
+            rx.offer(chunks[1].clone()),
+            Err(ChunkError::TooLarge { limit: 150 })
         ));
     }
 

@@ -12,7 +12,7 @@ use crate::client::{
     MemberStatus, NodeDetail, PendingJoin, PutResult, StopTarget,
 };
 use crate::envelope::{Body, Envelope};
-use crate::health::{Health, PeerRef, Probe, ProbeReply, Role};
+use crate::health::{Health, PeerRef, Probe, ProbeReply, Role, StoreStats, Transfer};
 use crate::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, InstallSnapshot,
     InstallSnapshotResponse, Member, Membership, RaftBody, RaftMessage, RequestVote,
@@ -216,19 +216,51 @@ pub fn probe() -> BoxedStrategy<Probe> {
     num().prop_map(|nonce| Probe { nonce }).boxed()
 }
 
+pub fn store_stats() -> BoxedStrategy<StoreStats> {
+    let transfer = (name(), any::<bool>(), num(), num(), num(), num()).prop_map(
+        |(peer, sending, snapshot_index, bytes_done, bytes_total, elapsed_ms)| Transfer {
+            peer,
+            sending,
+            snapshot_index,
+            bytes_done,
+            bytes_total,
+            elapsed_ms,
+        },
+    );
+    (
+        num(),
+        num(),
+        num(),
+        num(),
+        num(),
+        prop::collection::vec(transfer, 0..3),
+    )
+        .prop_map(
+            |(store_bytes, revision, compacted_revision, keys, apply_lag, transfers)| StoreStats {
+                store_bytes,
+                revision,
+                compacted_revision,
+                keys,
+                apply_lag,
+                transfers,
+            },
+        )
+        .boxed()
+}
+
 pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
     (
         (num(), num(), name(), role(), num(), option::of(num())),
         (option::of(peer_ref()), num(), num(), num(), num()),
         (num(), num(), num(), num(), membership()),
-        btree_map(num(), num(), 0..5),
+        (btree_map(num(), num(), 0..5), store_stats()),
     )
         .prop_map(
             |(
                 (nonce, id, name, role, term, voted_for),
                 (leader, commit_index, applied_index, last_log_index, snapshot_index),
                 (log_bytes, data_dir_bytes, uptime_ms, dropped_datagrams, membership),
-                since_heard_ms,
+                (since_heard_ms, store),
             )| ProbeReply {
                 nonce,
                 id,
@@ -247,6 +279,7 @@ pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
                 dropped_datagrams,
                 membership,
                 since_heard_ms,
+                store,
             },
         )
         .boxed()
@@ -366,6 +399,7 @@ pub fn node_detail() -> BoxedStrategy<NodeDetail> {
             num(),
         ),
         (num(), num(), num(), num(), num(), num()),
+        store_stats(),
     )
         .prop_map(
             |(
@@ -379,6 +413,7 @@ pub fn node_detail() -> BoxedStrategy<NodeDetail> {
                     uptime_ms,
                     dropped_datagrams,
                 ),
+                store,
             )| NodeDetail {
                 id,
                 name,
@@ -397,6 +432,7 @@ pub fn node_detail() -> BoxedStrategy<NodeDetail> {
                 data_dir_bytes,
                 uptime_ms,
                 dropped_datagrams,
+                store,
             },
         )
         .boxed()
@@ -471,15 +507,26 @@ pub fn client_reply() -> BoxedStrategy<ClientReply> {
 }
 
 pub fn snapshot_chunk() -> BoxedStrategy<SnapshotChunk> {
-    (num(), num(), num(), num(), bytes(1200), any::<bool>())
+    (
+        num(),
+        num(),
+        num(),
+        num(),
+        bytes(1200),
+        any::<bool>(),
+        num(),
+    )
         .prop_map(
-            |(snapshot_index, snapshot_term, offset, total_len, data, done)| SnapshotChunk {
-                snapshot_index,
-                snapshot_term,
-                offset,
-                total_len,
-                data,
-                done,
+            |(snapshot_index, snapshot_term, offset, leader_term, data, done, total_estimate)| {
+                SnapshotChunk {
+                    snapshot_index,
+                    snapshot_term,
+                    leader_term,
+                    offset,
+                    data,
+                    done,
+                    total_estimate,
+                }
             },
         )
         .boxed()

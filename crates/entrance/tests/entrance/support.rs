@@ -323,6 +323,14 @@ impl FakeNode {
             dropped_datagrams: 5,
             membership: state.membership.clone(),
             since_heard_ms: state.since_heard_ms.clone(),
+            store: myraft_wire::health::StoreStats {
+                store_bytes: 16384,
+                revision: 7,
+                compacted_revision: 2,
+                keys: 5,
+                apply_lag: 1,
+                transfers: Vec::new(),
+            },
         }
     }
 

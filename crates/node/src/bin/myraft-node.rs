@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use myraft_node::server::{run, NodeConfig, Timing};
+use myraft_node::server::{config, run, NodeConfig, Timing};
 use myraft_wire::key::ClusterKey;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -45,9 +45,21 @@ struct Args {
     /// Largest datagram to send; keep it under the path MTU (1400 on an MTU-1500 LAN).
     #[arg(long, default_value_t = myraft_wire::codec::DEFAULT_PAYLOAD_BUDGET)]
     max_datagram: usize,
-    /// Take a snapshot after this many applied entries.
-    #[arg(long, default_value_t = 10_000)]
-    snapshot_every: u64,
+    /// Megabytes of Raft log kept below what the state store holds on disk, for followers
+    /// that lag a little; one further behind gets a snapshot of the store.
+    #[arg(long, default_value_t = config::DEFAULT_LOG_RETAIN_MB)]
+    log_retain_mb: u64,
+    /// Megabytes of the state store's page cache.
+    #[arg(long, default_value_t = config::DEFAULT_CACHE_MB)]
+    cache_mb: u64,
+    /// How often the state store syncs to disk, in milliseconds; the log is compacted only
+    /// below the last synced state.
+    #[arg(long, default_value_t = config::DEFAULT_SYNC_INTERVAL_MS)]
+    sync_interval_ms: u64,
+    /// Revisions kept by automatic compaction (0: keep every revision until `myraft
+    /// compact`).
+    #[arg(long, default_value_t = config::DEFAULT_AUTO_COMPACT_REVISIONS)]
+    auto_compact_revisions: u64,
 }
 
 fn resolve(s: &str, flag: &str) -> anyhow::Result<SocketAddr> {
@@ -128,7 +140,17 @@ fn run_node(args: Args) -> anyhow::Result<()> {
     cfg.key = key;
     cfg.timing = timing;
     cfg.max_datagram = args.max_datagram;
-    cfg.snapshot_every = args.snapshot_every.max(1);
+    if args.log_retain_mb == 0 {
+        bail!("--log-retain-mb must be at least 1");
+    }
+    if args.sync_interval_ms == 0 || args.sync_interval_ms > 60_000 {
+        bail!("--sync-interval-ms must be between 1 and 60000");
+    }
+    cfg.log_retain_bytes = args.log_retain_mb.saturating_mul(1 << 20);
+    cfg.cache_bytes = usize::try_from(args.cache_mb.max(1).saturating_mul(1 << 20))
+        .context("--cache-mb is too large for this machine")?;
+    cfg.sync_interval = Duration::from_millis(args.sync_interval_ms);
+    cfg.auto_compact_revisions = args.auto_compact_revisions;
 
     eprintln!(
         "myraft-node {} on {listen}, data in {}, log in {}",

@@ -80,6 +80,10 @@ pub struct InitialState {
     pub snapshot: Option<Snapshot>,
     /// The log after the snapshot, in order.
     pub entries: Vec<Entry>,
+    /// How far the state machine already holds the log (it may be ahead of the snapshot:
+    /// the state store keeps its own applied index). Committed entries up to here are not
+    /// handed out for applying again.
+    pub applied: Index,
 }
 
 impl InitialState {
@@ -98,6 +102,7 @@ impl InitialState {
                 index: 1,
                 payload: EntryPayload::Config(membership),
             }],
+            applied: 0,
         }
     }
 }
@@ -234,7 +239,8 @@ impl Raft {
             .as_ref()
             .map(|s| s.meta.clone())
             .unwrap_or_default();
-        let log = RaftLog::new(&meta, init.entries, init.hard_state.commit);
+        let mut log = RaftLog::new(&meta, init.entries, init.hard_state.commit);
+        log.applied = log.applied.max(init.applied.min(log.commit));
         let mut r = Raft {
             cfg,
             rng,

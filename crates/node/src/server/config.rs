@@ -24,8 +24,20 @@ pub struct NodeConfig {
     /// Largest datagram this node sends, short of snapshots' single entries; keep it under
     /// the path MTU so datagrams do not fragment (see docs/protocol.md).
     pub max_datagram: usize,
-    /// Take a snapshot once this many entries were applied since the last one.
-    pub snapshot_every: u64,
+    /// How many bytes of log the node keeps below what the state store holds on disk, for
+    /// followers that lag a little; a follower further behind gets a snapshot.
+    pub log_retain_bytes: u64,
+    /// How often the state store syncs a commit to disk; the log is compacted only below
+    /// the last synced one.
+    pub sync_interval: Duration,
+    /// The state store's page cache.
+    pub cache_bytes: usize,
+    /// Revisions kept by automatic compaction: the leader compacts the store to
+    /// `revision - auto_compact_revisions` as writes go on. 0 turns it off.
+    pub auto_compact_revisions: u64,
+    /// Apply within the event loop instead of on a thread of its own, and read snapshot
+    /// exports on the loop: for simulated runs, which must replay from their seed.
+    pub apply_inline: bool,
     /// How the Raft log is stored: segment size, and the file system (the real one, or a
     /// simulated one in crash tests).
     pub disk: DiskOptions,
@@ -36,6 +48,16 @@ pub struct NodeConfig {
     /// Tests replace it to restart a node as if its clock had been stepped.
     pub wall_clock_us: fn() -> u64,
 }
+
+/// `--log-retain-mb`.
+pub const DEFAULT_LOG_RETAIN_MB: u64 = 64;
+/// `--sync-interval-ms`.
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 100;
+/// `--cache-mb`.
+pub const DEFAULT_CACHE_MB: u64 = 128;
+/// `--auto-compact-revisions`: enough history for watches and reads at recent revisions, few
+/// enough that a store under steady writes stops growing.
+pub const DEFAULT_AUTO_COMPACT_REVISIONS: u64 = 1_000_000;
 
 /// Raft timing. The defaults suit a LAN with ordinary disks: a heartbeat every 100 ms and an
 /// election timeout of 1–2 s, so a slow fsync of a few hundred milliseconds does not depose
@@ -73,7 +95,11 @@ impl NodeConfig {
             key: ClusterKey::lab_default(),
             timing: Timing::default(),
             max_datagram: DEFAULT_PAYLOAD_BUDGET,
-            snapshot_every: 10_000,
+            log_retain_bytes: DEFAULT_LOG_RETAIN_MB << 20,
+            sync_interval: Duration::from_millis(DEFAULT_SYNC_INTERVAL_MS),
+            cache_bytes: (DEFAULT_CACHE_MB << 20) as usize,
+            auto_compact_revisions: DEFAULT_AUTO_COMPACT_REVISIONS,
+            apply_inline: false,
             disk: DiskOptions::default(),
             rng_seed: None,
             wall_clock_us: system_clock_us,

@@ -14,6 +14,7 @@
 //! - `node/apply`: committed entries into the state machine, and the replies they release;
 //! - `snapshot_transfer`: snapshots larger than a datagram, in chunks.
 
+mod applier;
 mod clock;
 pub mod config;
 pub mod identity;
@@ -106,6 +107,10 @@ pub enum ServerError {
     JoinRejected(String),
     #[error("stored state cannot be loaded: {0}")]
     Recovery(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("the state store failed: {0}; restart the node to recover from what is on disk")]
+    Apply(String),
 }
 
 impl ServerError {

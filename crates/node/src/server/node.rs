@@ -1,10 +1,11 @@
-//! The node's event loop: one task owns the socket, the Raft core, the storage and the state
-//! machine. Each turn takes whatever inputs are waiting (datagrams, a tick), steps them into
-//! the core, then persists, sends and applies what the core hands back (`Ready`).
+//! The node's event loop: one task owns the socket, the Raft core and the log. Each turn
+//! takes whatever inputs are waiting (datagrams, a tick, events from the applier), steps them
+//! into the core, then persists and sends what the core hands back (`Ready`) and queues its
+//! committed entries for the applier, which runs beside the loop (`server/applier.rs`).
 //!
 //! - `startup`: from flags to a running loop (lock, bind, join or restart, recover);
-//! - this file: the loop, the `Ready` handling, snapshots and membership upkeep;
-//! - `apply`: committed entries into the state machine, and the replies they release;
+//! - this file: the loop, the `Ready` handling, log compaction and membership upkeep;
+//! - `apply`: what the applier reports, and the replies it releases;
 //! - `client`: client requests, from validation to the proposal or read they start;
 //! - `status`: what the node reports about itself.
 
@@ -19,6 +20,7 @@ use startup::dir_size;
 pub(super) use startup::recover;
 pub use startup::{run, run_with_socket};
 
+use super::applier::{Applier, ApplyEvent, ApplyMsg, StoreState};
 use super::clock::ReplicatedClock;
 use super::config::NodeConfig;
 use super::identity::Identity;
@@ -27,7 +29,7 @@ use super::snapshot_transfer::SnapshotTransfers;
 use super::transport::{Socket, Transport};
 use super::ServerError;
 use crate::raft::{Config as RaftConfig, InitialState, Raft, RaftError, Role as RaftRole};
-use crate::state_machine::{ClientCommand, Command, LogCommand, StateMachine};
+use crate::state_machine::{ClientCommand, Command, LogCommand};
 use crate::storage::{DataDirLock, DiskStorage, Storage};
 use apply::{PendingKind, PendingWrite, ReadRequest};
 use myraft_wire::client::{
@@ -40,6 +42,7 @@ use myraft_wire::raft::{Member, Membership, NodeId, RaftBody, RaftMessage};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
@@ -50,21 +53,31 @@ pub const MAX_KEY_BYTES: usize = 1024;
 pub const MAX_VALUE_BYTES: usize = 32 * 1024;
 /// Datagrams handled per turn before the core's output is persisted: the group-commit batch.
 const MAX_BATCH: usize = 256;
+/// Committed entries the applier may lag behind by before new writes wait (back-pressure:
+/// proposals slow down, heartbeats and votes do not).
+const MAX_APPLY_LAG: u64 = 20_000;
+/// Writes held back by back-pressure at most; beyond that they are refused as busy.
+const MAX_DEFERRED: usize = 50_000;
+/// Ticks between checks whether the log has outgrown its retention.
+const COMPACT_CHECK_TICKS: u64 = 4;
 
 pub(super) struct Node {
     cfg: NodeConfig,
     advertise: String,
     raft: Raft,
     storage: DiskStorage,
-    sm: StateMachine,
+    applier: Applier,
+    apply_events: tokio::sync::mpsc::UnboundedReceiver<ApplyEvent>,
+    /// Where the state store stands, as the applier last reported.
+    store: StoreState,
     t: Transport,
     snaps: SnapshotTransfers,
     /// Peer addresses: from the configuration, else from where their datagrams came.
     seen: BTreeMap<NodeId, SocketAddr>,
     pending_writes: BTreeMap<u64, PendingWrite>,
     pending_reads: BTreeMap<u64, ReadRequest>,
-    /// Released reads waiting for the state machine to reach their index.
-    ready_reads: BTreeMap<u64, Vec<u64>>,
+    /// Writes waiting for the applier to catch up (back-pressure), oldest first.
+    deferred: VecDeque<(SocketAddr, ClientRequest)>,
     next_ctx: u64,
     started: Instant,
     was_leader: bool,
@@ -77,6 +90,16 @@ pub(super) struct Node {
     /// follower hears nothing more from the leader and would never learn it on its own.
     removed_notices: Vec<RemovedNotice>,
     shutdown: CancellationToken,
+}
+
+/// About what an entry takes in the log, for retention by bytes.
+fn entry_bytes(e: &myraft_wire::raft::Entry) -> u64 {
+    let payload = match &e.payload {
+        myraft_wire::raft::EntryPayload::Command(c) => c.len(),
+        myraft_wire::raft::EntryPayload::Config(m) => 64 * m.members.len(),
+        myraft_wire::raft::EntryPayload::Noop => 0,
+    };
+    payload as u64 + 32
 }
 
 struct RemovedNotice {
@@ -98,7 +121,13 @@ impl Node {
             tokio::select! {
                 biased;
                 _ = self.shutdown.cancelled() => break,
-                _ = tick.tick() => self.on_tick(),
+                _ = tick.tick() => self.on_tick()?,
+                Some(ev) = self.apply_events.recv() => {
+                    self.on_apply_event(ev)?;
+                    while let Ok(ev) = self.apply_events.try_recv() {
+                        self.on_apply_event(ev)?;
+                    }
+                }
                 r = self.t.recv() => {
                     let (env, from) = r.map_err(|e| ServerError::io("receive on", Path::new("socket"), e))?;
                     self.on_datagram(env.from, env.body, from);
@@ -114,14 +143,24 @@ impl Node {
         }
         self.handle_ready()?;
         self.storage.sync()?;
+        self.applier.shutdown();
+        while let Ok(ev) = self.apply_events.try_recv() {
+            if let ApplyEvent::Fatal(e) = ev {
+                return Err(ServerError::Apply(e));
+            }
+        }
         tracing::info!("node stopped");
         Ok(())
     }
 
-    fn on_tick(&mut self) {
+    fn on_tick(&mut self) -> Result<(), ServerError> {
         self.ticks += 1;
         self.raft.tick();
+        self.applier.tick();
         self.snaps.on_tick(&mut self.t);
+        if self.ticks.is_multiple_of(COMPACT_CHECK_TICKS) {
+            self.maybe_compact_log()?;
+        }
         self.maybe_promote_learner();
         if self
             .ticks
@@ -132,10 +171,16 @@ impl Node {
         if self.ticks.is_multiple_of(100) {
             self.data_dir_bytes = dir_size(&self.cfg.data_dir);
         }
+        Ok(())
     }
 
     fn after_turn(&mut self) {
+        self.applier.turn();
+        self.snaps.pump_all(&mut self.t);
         let leader = self.raft.is_leader();
+        if !leader && self.was_leader {
+            self.snaps.cancel_outgoing();
+        }
         if leader && !self.was_leader {
             tracing::info!(term = self.raft.term(), "became leader");
             // The entrance learns of a new leader at once, not at its next probe.
@@ -157,10 +202,14 @@ impl Node {
             }
             Body::SnapshotChunk(c) => {
                 if let Some(m) = self.snaps.on_chunk(&mut self.t, sender, from, c) {
-                    self.raft.step(m);
+                    self.applier.send(m);
                 }
             }
-            Body::SnapshotChunkAck(a) => self.snaps.on_ack(&mut self.t, sender, a),
+            Body::SnapshotChunkAck(a) => {
+                if self.snaps.on_ack(&mut self.t, sender, a) {
+                    self.applier.send(ApplyMsg::Export { to: sender });
+                }
+            }
             Body::Probe(Probe { nonce }) => {
                 let reply = self.probe_reply(nonce);
                 self.t.send(from, Body::ProbeReply(reply));
@@ -191,15 +240,12 @@ impl Node {
             }
             let mut wrote = false;
             if let Some(s) = &rd.snapshot {
+                // The state store already holds this snapshot, synced (the applier installs
+                // a stream before the core hears of it), so the log may now drop what it
+                // covers: after a crash the store is at least as far as the log's start.
                 self.storage.save_snapshot(s)?;
                 self.storage.compact_prefix(s.meta.last_index)?;
-                self.sm = StateMachine::restore(&s.data)
-                    .map_err(|e| ServerError::Recovery(format!("snapshot from the leader: {e}")))?;
                 self.fail_pending_below(s.meta.last_index);
-                tracing::info!(
-                    index = s.meta.last_index,
-                    "installed a snapshot from the leader"
-                );
             }
             if !rd.entries.is_empty() {
                 self.storage.append(&rd.entries)?;
@@ -216,23 +262,25 @@ impl Node {
                 self.send_raft(rd.messages);
             }
             self.raft.advance();
-            self.apply(rd.committed);
+            if !rd.committed.is_empty() {
+                self.applier.send(ApplyMsg::Entries(rd.committed));
+            }
             for r in rd.reads {
-                self.ready_reads.entry(r.index).or_default().push(r.ctx);
+                if let Some(p) = self.pending_reads.get(&r.ctx) {
+                    let op = p.op().clone();
+                    self.applier.send(ApplyMsg::Read {
+                        ctx: r.ctx,
+                        index: r.index,
+                        op,
+                    });
+                }
             }
             for ctx in rd.failed_reads {
                 if let Some(r) = self.pending_reads.remove(&ctx) {
                     let hint = self.leader_hint();
-                    self.reply(
-                        r.addr,
-                        r.client_id,
-                        r.seq,
-                        Err(ClientError::NotLeader { hint }),
-                    );
+                    r.answer(self, Err(ClientError::NotLeader { hint }));
                 }
             }
-            self.serve_ready_reads();
-            self.maybe_snapshot()?;
         }
         Ok(())
     }
@@ -243,9 +291,12 @@ impl Node {
                 tracing::debug!("no address for {:x}; message dropped", m.to);
                 continue;
             };
-            if let RaftBody::InstallSnapshot(is) = &m.body {
-                let (index, term) = (is.snapshot.meta.last_index, is.snapshot.meta.last_term);
-                self.snaps.start(&mut self.t, m.to, addr, index, term, &m);
+            if let RaftBody::InstallSnapshot(_) = &m.body {
+                // The core's snapshot is only a log position; what the follower gets is
+                // the store as of now, streamed from a read transaction.
+                if self.snaps.want(m.to, addr) {
+                    self.applier.send(ApplyMsg::Export { to: m.to });
+                }
                 continue;
             }
             self.t.send(addr, Body::Raft(m));
@@ -261,18 +312,39 @@ impl Node {
             .or_else(|| self.seen.get(&id).copied())
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), ServerError> {
-        let applied = self.sm.applied_index();
-        if applied < self.raft.log().snapshot_index() + self.cfg.snapshot_every {
+    /// Compacts the log once it outgrows its retention: through what the state store holds
+    /// on disk, keeping a tail of half the retention below that for followers that lag a
+    /// little (DESIGN.md: the log holds only what is not yet safely in the store, plus a tail).
+    fn maybe_compact_log(&mut self) -> Result<(), ServerError> {
+        let retain = self.cfg.log_retain_bytes;
+        if self.storage.log_bytes() <= retain {
+            return Ok(());
+        }
+        let upto = self.store.synced_index.min(self.raft.applied_index());
+        let log = self.raft.log();
+        let mut at = upto;
+        let mut tail = 0u64;
+        for e in log.entries().iter().rev().skip_while(|e| e.index > upto) {
+            tail += entry_bytes(e);
+            if tail > retain / 2 {
+                break;
+            }
+            at = e.index - 1;
+        }
+        if at <= log.snapshot_index() {
             return Ok(());
         }
         let snap = self
             .raft
-            .compact(applied, self.sm.snapshot())
-            .map_err(|e| ServerError::Recovery(format!("taking a snapshot: {e}")))?;
+            .compact(at, Vec::new())
+            .map_err(|e| ServerError::Recovery(format!("compacting the log: {e}")))?;
         self.storage.save_snapshot(&snap)?;
-        self.storage.compact_prefix(snap.meta.last_index)?;
-        tracing::info!(index = applied, bytes = snap.data.len(), "took a snapshot");
+        self.storage.compact_prefix(at)?;
+        tracing::debug!(
+            index = at,
+            log_bytes = self.storage.log_bytes(),
+            "compacted the log"
+        );
         Ok(())
     }
 

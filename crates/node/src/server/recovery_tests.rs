@@ -4,17 +4,56 @@
 
 use super::node::recover;
 use crate::raft::{Config, Raft};
-use crate::state_machine::StateMachine;
-use crate::storage::{DiskOptions, DiskStorage, Storage};
+use crate::storage::{DiskOptions, DiskStorage, OsFs, Storage};
+use crate::store::{Store, StoreConfig, STORE_FILE};
 use myraft_wire::raft::{Entry, EntryPayload, HardState, Membership, Snapshot, SnapshotMeta};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 fn noop(index: u64) -> Entry {
+    noop_in(1, index)
+}
+
+fn noop_in(term: u64, index: u64) -> Entry {
     Entry {
-        term: 1,
+        term,
         index,
         payload: EntryPayload::Noop,
+    }
+}
+
+/// A state store in `dir` that has applied `entries`.
+fn store_with(dir: &std::path::Path, entries: &[Entry]) -> Store {
+    let mut store = Store::open(&OsFs, &dir.join(STORE_FILE), &StoreConfig::default()).unwrap();
+    store.apply(entries, true).unwrap();
+    store
+}
+
+/// A log of `1..=last` in term 1, committed through `last`.
+fn log_to(dir: &std::path::Path, last: u64) -> DiskStorage {
+    let (mut storage, _) = DiskStorage::open(&dir.join("raft"), DiskOptions::default()).unwrap();
+    storage
+        .append(&(1..=last).map(noop).collect::<Vec<_>>())
+        .unwrap();
+    storage
+        .save_hard_state(&HardState {
+            term: 1,
+            vote: Some(1),
+            commit: last,
+        })
+        .unwrap();
+    storage.sync().unwrap();
+    storage
+}
+
+fn position(index: u64, term: u64) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last_index: index,
+            last_term: term,
+            membership: Membership::default(),
+        },
+        data: Vec::new(),
     }
 }
 
@@ -24,37 +63,16 @@ fn noop(index: u64) -> Entry {
 #[test]
 fn restart_after_a_crash_between_snapshot_and_compaction_keeps_entries_in_place() {
     let dir = tempfile::tempdir().unwrap();
+    let store = store_with(dir.path(), &(1..=10).map(noop).collect::<Vec<_>>());
     {
-        let (mut storage, _) = DiskStorage::open(dir.path(), DiskOptions::default()).unwrap();
-        storage
-            .append(&(1..=20).map(noop).collect::<Vec<_>>())
-            .unwrap();
-        storage
-            .save_hard_state(&HardState {
-                term: 1,
-                vote: Some(1),
-                commit: 20,
-            })
-            .unwrap();
-        storage.sync().unwrap();
-        let mut sm = StateMachine::default();
-        for i in 1..=10 {
-            sm.skip(i).unwrap();
-        }
-        let snap = Snapshot {
-            meta: SnapshotMeta {
-                last_index: 10,
-                last_term: 1,
-                membership: Membership::default(),
-            },
-            data: sm.snapshot(),
-        };
-        storage.save_snapshot(&snap).unwrap();
+        let mut storage = log_to(dir.path(), 20);
+        storage.save_snapshot(&position(10, 1)).unwrap();
         // The crash: `compact_prefix(10)` never runs.
     }
-    let (storage, _) = DiskStorage::open(dir.path(), DiskOptions::default()).unwrap();
-    let (init, sm) = recover(&storage).unwrap();
-    assert_eq!(sm.applied_index(), 10);
+    let (mut storage, _) =
+        DiskStorage::open(&dir.path().join("raft"), DiskOptions::default()).unwrap();
+    let init = recover(&mut storage, &store).unwrap();
+    assert_eq!(init.applied, 10);
     let raft = Raft::new(Config::new(1), init, StdRng::seed_from_u64(0));
     assert_eq!(raft.log().snapshot_index(), 10);
     assert_eq!(raft.last_index(), 20, "the log still ends at 20");
@@ -62,4 +80,52 @@ fn restart_after_a_crash_between_snapshot_and_compaction_keeps_entries_in_place(
         let at = raft.log().get(i).map(|e| e.index);
         assert_eq!(at, Some(i), "the core's entry at index {i}");
     }
+}
+
+/// The store is ahead of the log's snapshot, as it always is a little: the core starts at
+/// the store's applied index and hands out only what follows it.
+#[test]
+fn the_core_resumes_applying_after_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(dir.path(), &(1..=15).map(noop).collect::<Vec<_>>());
+    let mut storage = log_to(dir.path(), 20);
+    storage.save_snapshot(&position(10, 1)).unwrap();
+    storage.compact_prefix(10).unwrap();
+    let init = recover(&mut storage, &store).unwrap();
+    let mut raft = Raft::new(Config::new(1), init, StdRng::seed_from_u64(0));
+    assert_eq!(raft.applied_index(), 15);
+    let committed: Vec<u64> = raft.ready().committed.iter().map(|e| e.index).collect();
+    assert_eq!(committed, (16..=20).collect::<Vec<_>>());
+}
+
+/// A snapshot from the leader was swapped in as the store, and the node stopped before the
+/// log heard of it: the log takes the store's position, and its old entries (which the
+/// leader's log does not have at that term) go.
+#[test]
+fn a_store_installed_from_a_snapshot_moves_the_log_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries: Vec<Entry> = (1..=20).map(noop).collect();
+    entries.extend((21..=30).map(|i| noop_in(2, i)));
+    let store = store_with(dir.path(), &entries);
+    let mut storage = log_to(dir.path(), 20);
+    let init = recover(&mut storage, &store).unwrap();
+    assert_eq!(init.applied, 30);
+    let raft = Raft::new(Config::new(1), init, StdRng::seed_from_u64(0));
+    assert_eq!(raft.log().snapshot_index(), 30);
+    assert_eq!(raft.log().snapshot_term(), 2);
+    assert_eq!(raft.last_index(), 30);
+    assert_eq!(raft.applied_index(), 30);
+    // And the log on disk agrees, for the next restart.
+    assert_eq!(storage.snapshot_meta().map(|m| m.last_index), Some(30));
+}
+
+/// A log compacted past what the store holds has lost entries: refuse, and say what to do.
+#[test]
+fn a_store_behind_the_log_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(dir.path(), &(1..=5).map(noop).collect::<Vec<_>>());
+    let mut storage = log_to(dir.path(), 20);
+    storage.save_snapshot(&position(10, 1)).unwrap();
+    let err = recover(&mut storage, &store).unwrap_err().to_string();
+    assert!(err.contains("Remove the data dir"), "{err}");
 }

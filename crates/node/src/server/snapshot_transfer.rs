@@ -1,155 +1,375 @@
-//! Snapshots larger than one datagram travel as chunks (docs/protocol.md): the whole Raft
-//! `InstallSnapshot` message is encoded once, sent in a window of chunks that advances with
-//! the receiver's acknowledgements, and resent from the last acknowledged offset when the
-//! receiver goes quiet (go-back-N). A transfer in progress is never restarted by a resend
-//! of the same snapshot or by a newer one; a receiver that lost its chunks gets it from the
-//! start.
+//! Snapshots to followers, streamed (docs/protocol.md). The state is read from one read
+//! transaction of the store ([`Export`]) a block at a time, by a thread of its own (or on the
+//! loop in simulated runs), and sent in a window of chunks that advances with the
+//! receiver's acknowledgements; when the receiver goes quiet the window is resent from the
+//! last acknowledged offset (go-back-N). Only the window is held in memory, never the state.
+//!
+//! One transfer per follower. A resend of the snapshot by the Raft core, or a newer local
+//! state, never restarts a transfer that is progressing; a receiver that answers "from the
+//! start" (it restarted, or refused the stream) gets a new one.
+//!
+//! The receiving side takes the chunks in order and hands their bytes to the applier, which
+//! builds the new store file as they come.
 
+use super::applier::ApplyMsg;
 use super::transport::Transport;
+use crate::store::Export;
 use myraft_wire::envelope::Body;
-use myraft_wire::raft::{NodeId, RaftMessage};
-use myraft_wire::snapshot::{
-    chunk_at, max_chunk_data, SnapshotAssembler, SnapshotChunk, SnapshotChunkAck,
-};
+use myraft_wire::raft::NodeId;
+use myraft_wire::snapshot::{max_chunk_data, ChunkReceiver, SnapshotChunk, SnapshotChunkAck};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 
-/// Chunks in flight per transfer.
-const WINDOW: u64 = 32;
+/// Chunks in flight per transfer: the window.
+const WINDOW: u64 = 48;
+/// Chunks sent per transfer per call of `pump`, so that a transfer never crowds out the
+/// loop's own traffic for long: the rest follows the next acknowledgement or tick.
+const BURST: usize = 16;
 /// Ticks without an acknowledgement before resending from the last acknowledged offset.
 const RESEND_AFTER_TICKS: u32 = 4;
-/// Ticks without any acknowledgement before giving up; the Raft core sends a new snapshot.
+/// Ticks without any acknowledgement before giving up; the Raft core asks again later.
 const ABANDON_AFTER_TICKS: u32 = 200;
-/// Largest snapshot this node accepts.
-pub const MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
+/// Ticks after a finished transfer during which the core's resends of the snapshot are
+/// ignored: the follower is installing it and will answer.
+const QUIET_AFTER_DONE_TICKS: u32 = 100;
+/// Bytes an export thread reads ahead of the window.
+const BLOCK: usize = 16 * 1024;
+const READ_AHEAD_BLOCKS: usize = 8;
+/// Longest snapshot stream this node accepts.
+pub const MAX_SNAPSHOT_BYTES: u64 = 64 << 30;
+
+/// A block of the stream with the export's progress after it.
+struct Block {
+    bytes: Vec<u8>,
+    records: u64,
+    produced: u64,
+}
+
+enum Source {
+    Inline(Box<Export>),
+    Thread(Receiver<Result<Block, String>>),
+}
+
+enum Next {
+    Block(Block),
+    NotYet,
+    End,
+    Failed(String),
+}
+
+impl Source {
+    fn next(&mut self) -> Next {
+        match self {
+            Source::Inline(e) => match e.next_block(BLOCK) {
+                Ok(Some(bytes)) => Next::Block(Block {
+                    bytes,
+                    records: e.records_so_far(),
+                    produced: e.bytes_so_far(),
+                }),
+                Ok(None) => Next::End,
+                Err(err) => Next::Failed(err.to_string()),
+            },
+            Source::Thread(rx) => match rx.try_recv() {
+                Ok(Ok(b)) => Next::Block(b),
+                Ok(Err(e)) => Next::Failed(e),
+                Err(TryRecvError::Empty) => Next::NotYet,
+                Err(TryRecvError::Disconnected) => Next::End,
+            },
+        }
+    }
+}
+
+fn spawn_export(mut export: Export) -> std::io::Result<Receiver<Result<Block, String>>> {
+    let (tx, rx) = mpsc::sync_channel(READ_AHEAD_BLOCKS);
+    std::thread::Builder::new()
+        .name("snapshot-export".into())
+        .spawn(move || loop {
+            let block = match export.next_block(BLOCK) {
+                Ok(Some(bytes)) => Ok(Block {
+                    bytes,
+                    records: export.records_so_far(),
+                    produced: export.bytes_so_far(),
+                }),
+                Ok(None) => return,
+                Err(e) => Err(e.to_string()),
+            };
+            let failed = block.is_err();
+            // The receiver is gone when the transfer ended or was abandoned.
+            if tx.send(block).is_err() || failed {
+                return;
+            }
+        })?;
+    Ok(rx)
+}
 
 struct Outgoing {
     addr: SocketAddr,
     index: u64,
     term: u64,
-    blob: Vec<u8>,
+    leader_term: u64,
+    source: Source,
+    /// The stream from `acked` to `produced`: what may still need resending.
+    buf: Vec<u8>,
     acked: u64,
     sent: u64,
+    produced: u64,
+    source_done: bool,
     all_sent: bool,
     idle: u32,
+    ticks: u32,
+    records: u64,
+    total_records: u64,
+}
+
+/// How far a transfer has come, for status output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransferProgress {
+    pub peer: NodeId,
+    pub sending: bool,
+    pub snapshot_index: u64,
+    /// Acknowledged (sending) or received (receiving).
+    pub bytes_done: u64,
+    /// Estimated from the records read so far and the records the stream holds.
+    pub bytes_total_estimate: u64,
+    pub elapsed_ticks: u32,
+}
+
+impl Outgoing {
+    fn total_estimate(&self) -> u64 {
+        if self.source_done {
+            self.produced
+        } else {
+            (self.produced.saturating_mul(self.total_records))
+                .checked_div(self.records)
+                .unwrap_or(0)
+        }
+    }
+}
+
+/// The receiving side of the transfer from one sender.
+struct Incoming {
+    rx: ChunkReceiver,
+    leader_term: u64,
+    total_estimate: u64,
+    ticks: u32,
 }
 
 pub struct SnapshotTransfers {
     out: BTreeMap<NodeId, Outgoing>,
-    incoming: BTreeMap<NodeId, SnapshotAssembler>,
+    /// Followers an export was asked for, with ticks since.
+    requested: BTreeMap<NodeId, (SocketAddr, u32)>,
+    /// Followers a transfer recently finished for, with ticks since.
+    finished: BTreeMap<NodeId, u32>,
+    incoming: BTreeMap<NodeId, Incoming>,
     max_data: usize,
+    inline: bool,
 }
 
 impl SnapshotTransfers {
-    pub fn new(payload_budget: usize) -> Self {
+    /// `inline` reads exports on the loop (simulated runs) rather than on threads.
+    pub fn new(payload_budget: usize, inline: bool) -> Self {
         SnapshotTransfers {
             out: BTreeMap::new(),
+            requested: BTreeMap::new(),
+            finished: BTreeMap::new(),
             incoming: BTreeMap::new(),
             max_data: max_chunk_data(payload_budget),
+            inline,
         }
     }
 
-    /// Starts sending `msg`, an `InstallSnapshot`, to `to`, unless a transfer to it is
-    /// already under way: the same snapshot again (the core resends while it waits) goes on
-    /// where it is, and a newer one waits while the current transfer still progresses —
-    /// restarting on every resend or every new snapshot would never finish under load.
-    pub fn start(
-        &mut self,
-        t: &mut Transport,
-        to: NodeId,
-        addr: SocketAddr,
-        index: u64,
-        term: u64,
-        msg: &RaftMessage,
-    ) {
+    /// The Raft core wants follower `to` to get a snapshot. True if an export should be
+    /// asked for: none is under way, asked for, or just finished.
+    pub fn want(&mut self, to: NodeId, addr: SocketAddr) -> bool {
         if let Some(o) = self.out.get_mut(&to) {
-            let same = (o.index, o.term) == (index, term);
-            if same || o.idle < RESEND_AFTER_TICKS {
-                o.addr = addr;
-                return;
-            }
+            o.addr = addr;
+            return false;
         }
-        let blob = match rmp_serde::to_vec(msg) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a snapshot for n{to}");
-                return;
+        if self.finished.contains_key(&to) {
+            return false;
+        }
+        if let Some(r) = self.requested.get_mut(&to) {
+            r.0 = addr;
+            return false;
+        }
+        self.requested.insert(to, (addr, 0));
+        true
+    }
+
+    /// Starts the transfer of `export` to `to`, asked for with [`Self::want`].
+    pub fn begin(&mut self, t: &mut Transport, to: NodeId, export: Export, leader_term: u64) {
+        let Some((addr, _)) = self.requested.remove(&to) else {
+            return;
+        };
+        let meta = export.meta().clone();
+        let total_records = export.total_records();
+        let source = if self.inline {
+            Source::Inline(Box::new(export))
+        } else {
+            match spawn_export(export) {
+                Ok(rx) => Source::Thread(rx),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a snapshot export thread");
+                    return;
+                }
             }
         };
         tracing::info!(
-            bytes = blob.len(),
-            index,
-            "sending a snapshot to {to:x} in chunks"
+            index = meta.applied_index,
+            keys = meta.kv.live_keys,
+            "streaming a snapshot to {to:x}"
         );
         self.out.insert(
             to,
             Outgoing {
                 addr,
-                index,
-                term,
-                blob,
+                index: meta.applied_index,
+                term: meta.applied_term,
+                leader_term,
+                source,
+                buf: Vec::new(),
                 acked: 0,
                 sent: 0,
+                produced: 0,
+                source_done: false,
                 all_sent: false,
                 idle: 0,
+                ticks: 0,
+                records: 0,
+                total_records,
             },
         );
         self.pump(t, to);
     }
 
-    /// The snapshot index of the transfer to `to` and how far it is acknowledged.
-    #[cfg(test)]
-    fn position(&self, to: NodeId) -> Option<(u64, u64)> {
-        self.out.get(&to).map(|o| (o.index, o.acked))
+    /// This node is no longer leader: its transfers are void.
+    pub fn cancel_outgoing(&mut self) {
+        self.out.clear();
+        self.requested.clear();
+        self.finished.clear();
     }
 
+    pub fn progress(&self) -> Vec<TransferProgress> {
+        let sending = self.out.iter().map(|(&peer, o)| TransferProgress {
+            peer,
+            sending: true,
+            snapshot_index: o.index,
+            bytes_done: o.acked,
+            bytes_total_estimate: o.total_estimate(),
+            elapsed_ticks: o.ticks,
+        });
+        let receiving = self.incoming.iter().filter_map(|(&peer, i)| {
+            let (index, _, received, done) = i.rx.position()?;
+            (!done).then_some(TransferProgress {
+                peer,
+                sending: false,
+                snapshot_index: index,
+                bytes_done: received,
+                bytes_total_estimate: i.total_estimate,
+                elapsed_ticks: i.ticks,
+            })
+        });
+        sending.chain(receiving).collect()
+    }
+
+    /// Sends what the window allows, up to a burst.
     fn pump(&mut self, t: &mut Transport, to: NodeId) {
-        let window = WINDOW * self.max_data as u64;
+        let max_data = self.max_data as u64;
+        let window = WINDOW * max_data;
         let Some(o) = self.out.get_mut(&to) else {
             return;
         };
-        let end = o.blob.len() as u64;
-        loop {
-            let window_full = o.sent >= o.acked.saturating_add(window) && o.sent < end;
-            if o.all_sent || window_full {
+        let mut failed = None;
+        for _ in 0..BURST {
+            if o.all_sent || o.sent >= o.acked.saturating_add(window) {
                 break;
             }
-            let chunk = chunk_at(o.index, o.term, &o.blob, o.sent, self.max_data);
-            o.sent += chunk.data.len() as u64;
-            o.all_sent = chunk.done;
+            while o.produced < o.sent + max_data && !o.source_done {
+                match o.source.next() {
+                    Next::Block(b) => {
+                        o.buf.extend_from_slice(&b.bytes);
+                        o.produced = b.produced;
+                        o.records = b.records;
+                    }
+                    Next::NotYet => break,
+                    Next::End => o.source_done = true,
+                    Next::Failed(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if failed.is_some() {
+                break;
+            }
+            let avail = o.produced - o.sent;
+            if avail < max_data && !o.source_done {
+                break;
+            }
+            let n = avail.min(max_data);
+            let start = usize::try_from(o.sent - o.acked).unwrap_or(usize::MAX);
+            let end = start + n as usize;
+            let done = o.source_done && o.sent + n == o.produced;
+            let total_estimate = o.total_estimate();
+            let chunk = SnapshotChunk {
+                snapshot_index: o.index,
+                snapshot_term: o.term,
+                leader_term: o.leader_term,
+                offset: o.sent,
+                data: o.buf[start..end].to_vec(),
+                done,
+                total_estimate,
+            };
+            o.sent += n;
+            o.all_sent = done;
             t.send(o.addr, Body::SnapshotChunk(chunk));
+        }
+        if let Some(e) = failed {
+            tracing::error!(error = %e, "snapshot export to {to:x} failed; abandoned");
+            self.out.remove(&to);
         }
     }
 
-    pub fn on_ack(&mut self, t: &mut Transport, from: NodeId, ack: SnapshotChunkAck) {
+    /// An acknowledgement from `from`. True if it asks for a new transfer from the start.
+    pub fn on_ack(&mut self, t: &mut Transport, from: NodeId, ack: SnapshotChunkAck) -> bool {
         let Some(o) = self.out.get_mut(&from) else {
-            return;
+            return false;
         };
         if ack.snapshot_index != o.index || ack.snapshot_term != o.term {
-            return;
+            return false;
         }
         if ack.done {
+            tracing::info!(bytes = o.produced, "snapshot stream to {from:x} delivered");
             self.out.remove(&from);
-            return;
+            self.finished.insert(from, 0);
+            return false;
         }
-        if ack.next_offset > o.acked {
+        if ack.next_offset == 0 && o.acked > 0 {
+            // The receiver no longer has the start: this stream cannot go on.
+            tracing::info!("{from:x} asks for the snapshot from the start; a new one follows");
+            let addr = o.addr;
+            self.out.remove(&from);
+            self.requested.insert(from, (addr, 0));
+            return true;
+        }
+        if ack.next_offset > o.acked && ack.next_offset <= o.sent {
+            let drop = usize::try_from(ack.next_offset - o.acked).unwrap_or(usize::MAX);
+            o.buf.drain(..drop.min(o.buf.len()));
             o.acked = ack.next_offset;
-            o.idle = 0;
-        } else if ack.next_offset == 0 && o.acked > 0 {
-            // Only a receiver that never saw this transfer begin (it restarted, or dropped
-            // its chunks) asks for offset 0 once data has arrived: start over for it.
-            o.acked = 0;
-            o.sent = 0;
-            o.all_sent = false;
             o.idle = 0;
         }
         self.pump(t, from);
+        false
     }
 
+    /// Once per tick: resends after silence, gives up after long silence, and lets every
+    /// transfer send what its window allows (exports may have read ahead since).
     pub fn on_tick(&mut self, t: &mut Transport) {
-        let mut resend = Vec::new();
+        let mut active = Vec::new();
         self.out.retain(|to, o| {
             o.idle += 1;
+            o.ticks = o.ticks.saturating_add(1);
             if o.idle >= ABANDON_AFTER_TICKS {
                 tracing::warn!("snapshot transfer to {to:x} abandoned: no acknowledgement");
                 return false;
@@ -157,39 +377,68 @@ impl SnapshotTransfers {
             if o.idle.is_multiple_of(RESEND_AFTER_TICKS) {
                 o.sent = o.acked;
                 o.all_sent = false;
-                resend.push(*to);
             }
+            active.push(*to);
             true
         });
-        for to in resend {
+        self.requested.retain(|_, (_, ticks)| {
+            *ticks += 1;
+            *ticks < ABANDON_AFTER_TICKS
+        });
+        self.finished.retain(|_, ticks| {
+            *ticks += 1;
+            *ticks < QUIET_AFTER_DONE_TICKS
+        });
+        for i in self.incoming.values_mut() {
+            i.ticks = i.ticks.saturating_add(1);
+        }
+        for to in active {
             self.pump(t, to);
         }
     }
 
-    /// A chunk from `from`; returns the whole Raft message once the last chunk is in.
+    /// After each turn: transfers send what their exports produced meanwhile.
+    pub fn pump_all(&mut self, t: &mut Transport) {
+        let ids: Vec<NodeId> = self.out.keys().copied().collect();
+        for to in ids {
+            self.pump(t, to);
+        }
+    }
+
+    /// A chunk from `from`: acknowledged at once; the bytes it adds, for the applier.
     pub fn on_chunk(
         &mut self,
         t: &mut Transport,
         from: NodeId,
         from_addr: SocketAddr,
         chunk: SnapshotChunk,
-    ) -> Option<RaftMessage> {
-        let asm = self
-            .incoming
-            .entry(from)
-            .or_insert_with(|| SnapshotAssembler::new(MAX_SNAPSHOT_BYTES));
-        match asm.offer(chunk) {
-            Ok(a) => {
-                t.send(from_addr, Body::SnapshotChunkAck(a.ack));
-                let bytes = a.complete?;
-                self.incoming.remove(&from);
-                match rmp_serde::from_slice::<RaftMessage>(&bytes) {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "snapshot from {from:x} does not decode; dropped");
-                        None
-                    }
+    ) -> Option<ApplyMsg> {
+        let (index, term, leader_term) =
+            (chunk.snapshot_index, chunk.snapshot_term, chunk.leader_term);
+        let total_estimate = chunk.total_estimate;
+        let inc = self.incoming.entry(from).or_insert_with(|| Incoming {
+            rx: ChunkReceiver::new(MAX_SNAPSHOT_BYTES),
+            leader_term: 0,
+            total_estimate: 0,
+            ticks: 0,
+        });
+        match inc.rx.offer(chunk) {
+            Ok((accepted, ack)) => {
+                t.send(from_addr, Body::SnapshotChunkAck(ack));
+                let a = accepted?;
+                if a.offset == 0 {
+                    inc.ticks = 0;
                 }
+                inc.leader_term = leader_term;
+                inc.total_estimate = total_estimate;
+                Some(ApplyMsg::SnapshotBytes {
+                    from,
+                    index,
+                    term,
+                    offset: a.offset,
+                    data: a.data,
+                    done: a.done,
+                })
             }
             Err(e) => {
                 tracing::warn!(error = %e, "bad snapshot chunk from {from:x}; dropped");
@@ -197,84 +446,16 @@ impl SnapshotTransfers {
             }
         }
     }
-}
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
-mod tests {
-    use super::*;
-    use crate::server::transport::tests::{addr, clock_now, transport, Air};
-    use myraft_wire::raft::{InstallSnapshot, RaftBody, Snapshot, SnapshotMeta};
+    /// The leader term the last chunk from `from` carried.
+    pub fn leader_term(&self, from: NodeId) -> u64 {
+        self.incoming.get(&from).map_or(0, |i| i.leader_term)
+    }
 
-    const PEER: NodeId = 2;
-
-    fn install(index: u64) -> RaftMessage {
-        RaftMessage {
-            from: 1,
-            to: PEER,
-            term: 1,
-            body: RaftBody::InstallSnapshot(InstallSnapshot {
-                snapshot: Snapshot {
-                    meta: SnapshotMeta {
-                        last_index: index,
-                        last_term: 1,
-                        membership: Default::default(),
-                    },
-                    data: vec![7; 200_000],
-                },
-            }),
+    /// The stream from `from` was refused: its next chunk gets "from the start".
+    pub fn reset_incoming(&mut self, from: NodeId) {
+        if let Some(i) = self.incoming.get_mut(&from) {
+            i.rx.reset();
         }
-    }
-
-    fn ack(index: u64, next_offset: u64) -> SnapshotChunkAck {
-        SnapshotChunkAck {
-            snapshot_index: index,
-            snapshot_term: 1,
-            next_offset,
-            done: false,
-        }
-    }
-
-    /// A leader whose first window of chunks went out and was acknowledged up to `acked`.
-    fn progressing(acked: u64) -> (SnapshotTransfers, Transport, tempfile::TempDir) {
-        let air = Air::default();
-        let dir = tempfile::tempdir().unwrap();
-        let mut t = transport(dir.path(), 1, 1, clock_now, &air);
-        let mut snaps = SnapshotTransfers::new(1_400);
-        snaps.start(&mut t, PEER, addr(2), 10, 1, &install(10));
-        snaps.on_ack(&mut t, PEER, ack(10, acked));
-        (snaps, t, dir)
-    }
-
-    /// The Raft core resends a snapshot every election timeout while it waits: that must not
-    /// throw away a transfer that is getting through.
-    #[test]
-    fn a_resend_of_the_same_snapshot_keeps_the_transfer_going() {
-        let (mut snaps, mut t, _dir) = progressing(20_000);
-        snaps.start(&mut t, PEER, addr(2), 10, 1, &install(10));
-        assert_eq!(snaps.position(PEER), Some((10, 20_000)));
-    }
-
-    /// A newer snapshot taken while a transfer makes progress waits for it to finish: the
-    /// follower catches up from the older one, and restarting would never end under load.
-    #[test]
-    fn a_newer_snapshot_does_not_restart_a_progressing_transfer() {
-        let (mut snaps, mut t, _dir) = progressing(20_000);
-        snaps.start(&mut t, PEER, addr(2), 11, 1, &install(11));
-        assert_eq!(snaps.position(PEER), Some((10, 20_000)));
-        // Once the transfer stalls, the newer snapshot takes its place.
-        for _ in 0..RESEND_AFTER_TICKS {
-            snaps.on_tick(&mut t);
-        }
-        snaps.start(&mut t, PEER, addr(2), 11, 1, &install(11));
-        assert_eq!(snaps.position(PEER), Some((11, 0)));
-    }
-
-    /// A receiver that restarted asks for the start again; the sender goes back to it.
-    #[test]
-    fn a_receiver_that_lost_its_chunks_gets_the_snapshot_from_the_start() {
-        let (mut snaps, mut t, _dir) = progressing(20_000);
-        snaps.on_ack(&mut t, PEER, ack(10, 0));
-        assert_eq!(snaps.position(PEER), Some((10, 0)));
     }
 }

@@ -66,7 +66,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Segments roll over at this size unless told otherwise.
-pub const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+pub const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
 const WAL_DIR: &str = "wal";
 const SEGMENT_EXT: &str = "seg";

@@ -276,6 +276,12 @@ impl Vfs for SimFs {
         })
     }
 
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        let s = self.lock();
+        let id = s.names.get(path).ok_or_else(|| not_found(path))?;
+        Ok(s.inodes.get(id).map_or(0, |i| i.data.len() as u64))
+    }
+
     fn open_db(&self, path: &Path) -> io::Result<Box<dyn redb::StorageBackend>> {
         let existing = self.lock().names.get(path).copied();
         let inode = match existing {

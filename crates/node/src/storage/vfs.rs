@@ -48,6 +48,8 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn open_append(&self, path: &Path, mode: OpenMode) -> io::Result<Box<dyn VfsFile>>;
     /// A file for redb, read and written at any offset; created empty if missing.
     fn open_db(&self, path: &Path) -> io::Result<Box<dyn redb::StorageBackend>>;
+    /// The length of a file.
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
 }
 
 /// The operating system's file system.
@@ -112,6 +114,10 @@ impl Vfs for OsFs {
             OpenMode::Truncate => o.write(true).create(true).truncate(true),
         };
         Ok(Box::new(OsFile(o.open(path)?)))
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
     }
 
     fn open_db(&self, path: &Path) -> io::Result<Box<dyn redb::StorageBackend>> {

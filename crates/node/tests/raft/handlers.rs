@@ -34,6 +34,7 @@ fn follower(entries: Vec<Entry>, term: u64, commit: u64) -> Raft {
         },
         snapshot: None,
         entries: log,
+        applied: 0,
     };
     Raft::new(Config::new(2), init, StdRng::seed_from_u64(1))
 }

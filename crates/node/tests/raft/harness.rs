@@ -258,6 +258,7 @@ impl Sim {
             hard_state: n.disk.hard_state,
             snapshot: n.disk.snapshot.clone(),
             entries: n.disk.entries.clone(),
+            applied: 0,
         };
         n.app = n
             .disk

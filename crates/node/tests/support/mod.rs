@@ -315,6 +315,10 @@ pub fn node_config(seed: u64, id: u64, name: &str, dir: PathBuf) -> NodeConfig {
         heartbeat_ticks: 2,
     };
     cfg.rng_seed = Some(seed.wrapping_mul(31).wrapping_add(id));
+    // A simulated run replays from its seed only if nothing runs beside the loop.
+    cfg.apply_inline = true;
+    cfg.sync_interval = Duration::from_millis(30);
+    cfg.cache_bytes = 4 << 20;
     cfg
 }
 

@@ -6,7 +6,7 @@ use myraft_wire::client::{
     ClientOp, ClientResponse, ClusterStatus, Consistency, HistoryResult, MemberStatus, NodeDetail,
     PendingJoin, StopTarget,
 };
-use myraft_wire::health::PeerRef;
+use myraft_wire::health::{PeerRef, Transfer};
 use serde_json::{json, Value};
 
 /// What one command prints: `json` with `--json`, else `human` on stdout and `note` (if
@@ -367,6 +367,12 @@ fn node(n: &NodeDetail) -> Report {
         "data_dir_bytes": n.data_dir_bytes,
         "uptime_ms": n.uptime_ms,
         "dropped_datagrams": n.dropped_datagrams,
+        "store_bytes": n.store.store_bytes,
+        "revision": n.store.revision,
+        "compacted_revision": n.store.compacted_revision,
+        "keys": n.store.keys,
+        "apply_lag": n.store.apply_lag,
+        "transfers": n.store.transfers.iter().map(transfer_json).collect::<Vec<Value>>(),
         "id": format!("{:016x}", n.id),
     });
     let none = || "none".to_owned();
@@ -387,13 +393,65 @@ fn node(n: &NodeDetail) -> Report {
         ("data dir size", bytes(n.data_dir_bytes)),
         ("uptime", duration_ms(n.uptime_ms)),
         ("dropped datagrams", n.dropped_datagrams.to_string()),
+        ("store size", bytes(n.store.store_bytes)),
+        ("keys", n.store.keys.to_string()),
+        ("revisions", revision_range(n)),
+        ("apply lag", format!("{} entries", n.store.apply_lag)),
     ];
+    let transfers: Vec<(&str, String)> = n
+        .store
+        .transfers
+        .iter()
+        .map(|t| ("snapshot", transfer_line(t)))
+        .collect();
+    let lines: Vec<(&str, String)> = lines.into_iter().chain(transfers).collect();
     let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     let human = lines
         .iter()
         .map(|(k, v)| format!("{k:<width$}  {v}\n"))
         .collect::<String>();
     Report::new(json, human)
+}
+
+/// The revisions a node can still read: from the compaction point to the latest.
+fn revision_range(n: &NodeDetail) -> String {
+    match n.store.revision {
+        0 => "none yet".to_owned(),
+        latest => format!("{}..={latest}", n.store.compacted_revision.max(1)),
+    }
+}
+
+fn transfer_rate(t: &Transfer) -> u64 {
+    (t.bytes_done.saturating_mul(1000))
+        .checked_div(t.elapsed_ms)
+        .unwrap_or(0)
+}
+
+fn transfer_json(t: &Transfer) -> Value {
+    json!({
+        "peer": t.peer,
+        "direction": if t.sending { "sending" } else { "receiving" },
+        "snapshot_index": t.snapshot_index,
+        "bytes_done": t.bytes_done,
+        "bytes_total": t.bytes_total,
+        "bytes_per_s": transfer_rate(t),
+    })
+}
+
+/// "to n3: 12.0 MiB of ~40.0 MiB at 5.1 MiB/s (index 1200)".
+pub fn transfer_line(t: &Transfer) -> String {
+    let way = if t.sending { "to" } else { "from" };
+    let total = match t.bytes_total {
+        0 => String::new(),
+        n => format!(" of ~{}", bytes(n)),
+    };
+    format!(
+        "{way} {}: {}{total} at {}/s (index {})",
+        t.peer,
+        bytes(t.bytes_done),
+        bytes(transfer_rate(t)),
+        t.snapshot_index
+    )
 }
 
 /// What `myraft local` prints once its processes are started.

@@ -6,7 +6,7 @@ use myraft_wire::client::{
     DeleteResult, GetResult, HistoryResult, KeyVersion, MemberStatus, NodeDetail, PendingJoin,
     PutResult,
 };
-use myraft_wire::health::{Health, PeerRef, Role};
+use myraft_wire::health::{Health, PeerRef, Role, StoreStats, Transfer};
 use serde_json::{json, Value};
 
 fn parse(args: &[&str]) -> Cli {
@@ -509,6 +509,21 @@ fn node_json_names_peers_and_has_every_field() {
         data_dir_bytes: 4096,
         uptime_ms: 90_000,
         dropped_datagrams: 2,
+        store: StoreStats {
+            store_bytes: 1 << 20,
+            revision: 40,
+            compacted_revision: 12,
+            keys: 30,
+            apply_lag: 3,
+            transfers: vec![Transfer {
+                peer: "n1".to_owned(),
+                sending: false,
+                snapshot_index: 8,
+                bytes_done: 3 << 20,
+                bytes_total: 12 << 20,
+                elapsed_ms: 2000,
+            }],
+        },
     };
     let r = render(
         ClientOp::NodeDetail {
@@ -535,9 +550,31 @@ fn node_json_names_peers_and_has_every_field() {
             "data_dir_bytes",
             "uptime_ms",
             "dropped_datagrams",
+            "store_bytes",
+            "revision",
+            "compacted_revision",
+            "keys",
+            "apply_lag",
+            "transfers",
         ],
     );
     assert_eq!(r.json["voted_for"], json!("n1"));
+    assert_eq!(
+        r.json["transfers"][0],
+        json!({"peer": "n1", "direction": "receiving", "snapshot_index": 8,
+               "bytes_done": 3 << 20, "bytes_total": 12 << 20, "bytes_per_s": 3 << 19})
+    );
+    assert!(
+        r.human.contains("revisions          12..=40"),
+        "{}",
+        r.human
+    );
+    assert!(
+        r.human
+            .contains("from n1: 3.0 MiB of ~12.0 MiB at 1.5 MiB/s (index 8)"),
+        "{}",
+        r.human
+    );
     assert_eq!(r.json["leader"], Value::Null);
     assert_eq!(r.json["health"], json!("down"));
     assert!(r.human.contains("2.0 KiB"));

@@ -25,7 +25,7 @@ pub enum Event {
     Tick,
     Reply {
         id: u64,
-        result: Result<ClientResponse, BackendError>,
+        result: Box<Result<ClientResponse, BackendError>>,
     },
     /// The terminal stopped delivering input; the console cannot go on.
     TerminalGone(String),
@@ -69,7 +69,7 @@ impl Events {
             // The console may have quit meanwhile; then nobody wants the answer.
             let _ = tx.send(Event::Reply {
                 id: request.id,
-                result,
+                result: Box::new(result),
             });
         });
     }

@@ -108,7 +108,7 @@ async fn event_loop(
             // The next draw fills the new size.
             Event::Resize => {}
             Event::Tick => app.on_tick(Instant::now()),
-            Event::Reply { id, result } => app.on_reply(id, result),
+            Event::Reply { id, result } => app.on_reply(id, *result),
             Event::TerminalGone(e) => anyhow::bail!("the terminal stopped answering: {e}"),
         }
         if app.quit {

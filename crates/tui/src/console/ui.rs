@@ -71,10 +71,12 @@ impl Theme {
 pub fn draw(frame: &mut Frame, app: &App) {
     let theme = Theme { color: app.color };
     let pending_rows = app.status.as_ref().map_or(0, |s| s.pending.len()) as u16;
+    let detail_content = detail_content(app, &theme);
+    let detail_rows = u16::try_from(detail_content.len()).unwrap_or(u16::MAX);
     let [header, peers, bottom, hints, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(5),
-        Constraint::Length((pending_rows + 2).max(7)),
+        Constraint::Length((pending_rows.max(detail_rows) + 2).max(7)),
         Constraint::Length(1),
         Constraint::Length(1),
     ])
@@ -85,7 +87,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     draw_header(frame, header, app, &theme);
     draw_peers(frame, peers, app, &theme);
     draw_pending(frame, pending, app, &theme);
-    draw_detail(frame, detail, app, &theme);
+    draw_detail(frame, detail, app, detail_content, &theme);
     frame.render_widget(hint_line(app, &theme), hints);
     frame.render_widget(status_line(app, &theme), status);
     if let Some(popup) = &app.popup {
@@ -326,14 +328,19 @@ fn draw_pending(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
-fn draw_detail(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
-    let selected = app.selected_peer().map(|m| m.name.clone());
-    let title = match &selected {
-        Some(name) => format!(" Node {name} "),
+fn draw_detail(frame: &mut Frame, area: Rect, app: &App, lines: Vec<Line<'static>>, theme: &Theme) {
+    let title = match app.selected_peer() {
+        Some(m) => format!(" Node {} ", m.name),
         None => " Node ".to_owned(),
     };
     let block = pane_block(title, false, theme).padding(Padding::horizontal(1));
-    let lines = match (&selected, &app.detail) {
+    frame.render_widget(Paragraph::new(lines).block(block), area);
+}
+
+/// What the node pane shows about the selected node.
+fn detail_content(app: &App, theme: &Theme) -> Vec<Line<'static>> {
+    let selected = app.selected_peer().map(|m| m.name.clone());
+    match (&selected, &app.detail) {
         (None, _) => vec![Line::styled("no node selected", theme.dim())],
         (Some(name), Some((shown, Ok(d)))) if shown == name => {
             let mut lines = detail_lines(d, theme);
@@ -355,8 +362,7 @@ fn draw_detail(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             vec![Line::styled(format!("✘ {e}"), theme.err())]
         }
         (Some(name), _) => vec![Line::styled(format!("asking for {name}…"), theme.dim())],
-    };
-    frame.render_widget(Paragraph::new(lines).block(block), area);
+    }
 }
 
 fn detail_lines(d: &NodeDetail, theme: &Theme) -> Vec<Line<'static>> {
@@ -364,7 +370,15 @@ fn detail_lines(d: &NodeDetail, theme: &Theme) -> Vec<Line<'static>> {
         p.as_ref().map_or("—".to_owned(), |p| p.name.clone())
     };
     let dot = || Span::styled(" · ", theme.dim());
-    vec![
+    let revisions = match d.store.revision {
+        0 => "none".to_owned(),
+        r => format!(
+            "{}..{}",
+            format::count(d.store.compacted_revision.max(1)),
+            format::count(r)
+        ),
+    };
+    let mut lines = vec![
         Line::from(vec![
             Span::raw(format!("{} {}", d.addr, d.role.as_str())),
             dot(),
@@ -393,7 +407,21 @@ fn detail_lines(d: &NodeDetail, theme: &Theme) -> Vec<Line<'static>> {
             format::span(Duration::from_millis(d.uptime_ms)),
             format::count(d.dropped_datagrams),
         )),
-    ]
+        Line::from(format!(
+            "store {} · keys {} · revs {} · lag {}",
+            format::bytes(d.store.store_bytes),
+            format::count(d.store.keys),
+            revisions,
+            format::count(d.store.apply_lag),
+        )),
+    ];
+    for t in &d.store.transfers {
+        lines.push(Line::styled(
+            format!("snapshot {}", crate::cli::render::transfer_line(t)),
+            theme.warn(),
+        ));
+    }
+    lines
 }
 
 fn hint_line(app: &App, theme: &Theme) -> Line<'static> {

@@ -1,15 +1,12 @@
-//! Committed entries into the state machine, and the client replies they release: writes
-//! when their entry applies, linearizable reads once the state machine reaches their
-//! ReadIndex (§6.4).
+//! What the applier reports (`server/applier.rs`), and the client replies it releases: writes
+//! when their entry applies, linearizable reads once served at their ReadIndex (§6.4).
 
-use super::{bad, Node};
-use crate::state_machine::{ApplyError, KvError, Reply};
-use myraft_wire::client::{
-    ClientError, ClientOp, ClientResponse, CompactResult, DeleteResult, GetResult, HistoryResult,
-    KeyVersion, PutResult,
-};
-use myraft_wire::raft::{Entry, EntryPayload};
-use std::net::SocketAddr;
+use super::*;
+use crate::server::applier::map_kv;
+use crate::state_machine::{ApplyError, Reply};
+use crate::store::{Applied, AppliedKind};
+use myraft_wire::client::{CompactResult, DeleteResult, PutResult};
+use myraft_wire::raft::{InstallSnapshot, Snapshot, SnapshotMeta};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PendingKind {
@@ -21,63 +18,143 @@ pub enum PendingKind {
 /// index has its term; otherwise it was lost with a leader and the client retries.
 #[derive(Debug, Clone)]
 pub struct PendingWrite {
-    pub term: u64,
-    pub addr: SocketAddr,
-    pub client_id: u64,
-    pub seq: u64,
-    pub kind: PendingKind,
+    term: u64,
+    addr: SocketAddr,
+    client_id: u64,
+    seq: u64,
+    kind: PendingKind,
 }
 
+impl PendingWrite {
+    pub fn new(term: u64, addr: SocketAddr, client_id: u64, seq: u64, kind: PendingKind) -> Self {
+        PendingWrite {
+            term,
+            addr,
+            client_id,
+            seq,
+            kind,
+        }
+    }
+}
+
+/// A read waiting for its ReadIndex to be confirmed and applied.
 #[derive(Debug, Clone)]
 pub struct ReadRequest {
-    pub addr: SocketAddr,
-    pub client_id: u64,
-    pub seq: u64,
-    pub op: ClientOp,
+    addr: SocketAddr,
+    client_id: u64,
+    seq: u64,
+    op: ClientOp,
+}
+
+impl ReadRequest {
+    pub fn new(addr: SocketAddr, client_id: u64, seq: u64, op: ClientOp) -> Self {
+        ReadRequest {
+            addr,
+            client_id,
+            seq,
+            op,
+        }
+    }
+
+    pub fn op(&self) -> &ClientOp {
+        &self.op
+    }
+
+    pub fn answer(self, node: &mut Node, result: Result<ClientResponse, ClientError>) {
+        node.reply(self.addr, self.client_id, self.seq, result);
+    }
 }
 
 impl Node {
-    pub(super) fn apply(&mut self, committed: Vec<Entry>) {
-        for e in committed {
-            let outcome = match &e.payload {
-                EntryPayload::Command(bytes) => Some(self.sm.apply_entry(e.index, bytes)),
-                EntryPayload::Noop | EntryPayload::Config(_) => {
-                    if let Err(err) = self.sm.skip(e.index) {
-                        tracing::error!(error = %err, "state machine out of step with the log");
-                    }
-                    None
+    pub(super) fn on_apply_event(&mut self, ev: ApplyEvent) -> Result<(), ServerError> {
+        match ev {
+            ApplyEvent::Applied { entries, state } => {
+                self.store = state;
+                for a in entries {
+                    self.on_applied(a);
                 }
-            };
-            if let EntryPayload::Config(m) = &e.payload {
-                self.on_config_applied(m);
-                if !m.contains(self.raft.id())
-                    && self.raft.membership_committed()
-                    && self.raft.membership() == m
-                {
-                    tracing::info!("removed from the cluster; stopping");
-                    self.shutdown.cancel();
+                self.resume_deferred();
+            }
+            ApplyEvent::Synced(state) => self.store = state,
+            ApplyEvent::Read { ctx, result } => {
+                if let Some(r) = self.pending_reads.remove(&ctx) {
+                    r.answer(self, result);
                 }
             }
-            let Some(p) = self.pending_writes.remove(&e.index) else {
-                continue;
-            };
-            let result = if p.term != e.term {
-                // Our proposal lost its place to another leader's entry: the client retries
-                // with the same sequence number and is applied at most once.
-                Err(ClientError::NotLeader {
-                    hint: self.leader_hint(),
-                })
-            } else {
-                match (p.kind, outcome) {
-                    (PendingKind::Config, _) => Ok(ClientResponse::Done),
-                    (PendingKind::Write, Some(r)) => map_apply(r),
-                    (PendingKind::Write, None) => Err(ClientError::Unavailable {
-                        reason: "entry held no command".into(),
-                    }),
+            ApplyEvent::Installed {
+                from,
+                meta,
+                replaced,
+                state,
+            } => {
+                self.store = state;
+                if replaced {
+                    self.applied_membership = meta.membership.clone();
                 }
-            };
-            self.reply(p.addr, p.client_id, p.seq, result);
+                // Now the core may hear of it: as the leader's InstallSnapshot, at the log
+                // position the store holds.
+                let msg = RaftMessage {
+                    from,
+                    to: self.raft.id(),
+                    term: self.snaps.leader_term(from),
+                    body: RaftBody::InstallSnapshot(InstallSnapshot {
+                        snapshot: Snapshot {
+                            meta: SnapshotMeta {
+                                last_index: meta.applied_index,
+                                last_term: meta.applied_term,
+                                membership: meta.membership,
+                            },
+                            data: Vec::new(),
+                        },
+                    }),
+                };
+                self.raft.step(msg);
+            }
+            ApplyEvent::ImportFailed { from, reason } => {
+                tracing::warn!(%reason, "snapshot stream from {from:x} refused");
+                self.snaps.reset_incoming(from);
+            }
+            ApplyEvent::Export { to, export } => {
+                if self.raft.is_leader() {
+                    let term = self.raft.term();
+                    self.snaps.begin(&mut self.t, to, export, term);
+                }
+            }
+            ApplyEvent::Fatal(e) => return Err(ServerError::Apply(e)),
         }
+        Ok(())
+    }
+
+    fn on_applied(&mut self, a: Applied) {
+        if let AppliedKind::Config(m) = &a.what {
+            self.on_config_applied(m);
+            if !m.contains(self.raft.id())
+                && self.raft.membership_committed()
+                && self.raft.membership() == m
+            {
+                tracing::info!("removed from the cluster; stopping");
+                self.shutdown.cancel();
+            }
+        }
+        let Some(p) = self.pending_writes.remove(&a.index) else {
+            return;
+        };
+        let result = if p.term != a.term {
+            // Our proposal lost its place to another leader's entry: the client retries
+            // with the same sequence number and is applied at most once.
+            Err(ClientError::NotLeader {
+                hint: self.leader_hint(),
+            })
+        } else {
+            match (p.kind, a.what) {
+                (PendingKind::Config, _) => Ok(ClientResponse::Done),
+                (PendingKind::Write, AppliedKind::Command(r)) => map_apply(r),
+                (PendingKind::Write, _) => Err(ClientError::Unavailable {
+                    reason: "entry held no command".into(),
+                }),
+            }
+        };
+        self.reply(p.addr, p.client_id, p.seq, result);
     }
 
     /// A snapshot replaced the log below `index`: proposals there can no longer be matched
@@ -96,65 +173,21 @@ impl Node {
         }
     }
 
-    pub(super) fn serve_ready_reads(&mut self) {
-        let applied = self.sm.applied_index();
-        let later = self.ready_reads.split_off(&(applied + 1));
-        let now = std::mem::replace(&mut self.ready_reads, later);
-        for ctx in now.into_values().flatten() {
-            let Some(r) = self.pending_reads.remove(&ctx) else {
-                continue;
+    /// Committed entries the applier has yet to apply.
+    pub(super) fn apply_lag(&self) -> u64 {
+        self.raft
+            .commit_index()
+            .saturating_sub(self.store.applied_index)
+    }
+
+    /// Writes held back while the applier lagged go on once it has caught up halfway.
+    fn resume_deferred(&mut self) {
+        while self.apply_lag() < MAX_APPLY_LAG / 2 {
+            let Some((addr, req)) = self.deferred.pop_front() else {
+                return;
             };
-            let result = self.serve_read(&r.op);
-            self.reply(r.addr, r.client_id, r.seq, result);
+            self.on_client(addr, req);
         }
-    }
-
-    /// Answers a read from the applied state.
-    pub(super) fn serve_read(&self, op: &ClientOp) -> Result<ClientResponse, ClientError> {
-        match op {
-            ClientOp::Get { key, rev, .. } => match self.sm.get(key, *rev) {
-                Ok(Some(kv)) => Ok(ClientResponse::Get(GetResult {
-                    found: true,
-                    value: Some(kv.value),
-                    revision: kv.mod_revision,
-                    create_revision: kv.create_revision,
-                    version: kv.version,
-                })),
-                Ok(None) => Ok(ClientResponse::Get(GetResult {
-                    found: false,
-                    value: None,
-                    revision: self.sm.revision(),
-                    create_revision: 0,
-                    version: 0,
-                })),
-                Err(e) => Err(map_kv(e)),
-            },
-            ClientOp::History { key } => {
-                let h = self.sm.history(key);
-                Ok(ClientResponse::History(HistoryResult {
-                    versions: h
-                        .versions
-                        .into_iter()
-                        .map(|v| KeyVersion {
-                            revision: v.revision,
-                            deleted: v.value.is_none(),
-                            value: v.value,
-                        })
-                        .collect(),
-                    compacted_before: h.compacted_before,
-                }))
-            }
-            _ => Err(bad("not a read".into())),
-        }
-    }
-}
-
-fn map_kv(e: KvError) -> ClientError {
-    match e {
-        KvError::Compacted { compacted_before } => ClientError::Compacted { compacted_before },
-        KvError::FutureRevision { requested, current } => bad(format!(
-            "revision {requested} is in the future; the current revision is {current}"
-        )),
     }
 }
 

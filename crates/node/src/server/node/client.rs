@@ -38,6 +38,19 @@ impl Node {
     }
 
     pub(super) fn on_client(&mut self, addr: SocketAddr, req: ClientRequest) {
+        if req.op.is_write() && self.raft.is_leader() && self.apply_lag() >= MAX_APPLY_LAG {
+            // Back-pressure: the applier is behind, so new writes wait here rather than grow
+            // the queue; a full waiting room is refused as busy.
+            if self.deferred.len() < MAX_DEFERRED {
+                self.deferred.push_back((addr, req));
+            } else {
+                let busy = Err(ClientError::Unavailable {
+                    reason: "the node is busy applying writes; retry shortly".into(),
+                });
+                self.reply(addr, req.client_id, req.seq, busy);
+            }
+            return;
+        }
         let ClientRequest { client_id, seq, op } = req;
         let result = match op {
             ClientOp::Put { key, value } => {
@@ -65,7 +78,9 @@ impl Node {
                 ..
             } => match check_key(key) {
                 Err(e) => Err(e),
-                Ok(()) if consistency == Consistency::Stale => self.serve_read(&op),
+                Ok(()) if consistency == Consistency::Stale => {
+                    return self.start_stale_read(addr, client_id, seq, op)
+                }
                 Ok(()) => return self.start_read(addr, client_id, seq, op),
             },
             ClientOp::History { ref key } => match check_key(key) {
@@ -218,20 +233,20 @@ impl Node {
 
     /// The time to stamp on a new entry (see `clock.rs`).
     pub(super) fn replicated_now(&mut self) -> u64 {
-        let (sm, log) = (&self.sm, self.raft.log());
+        let (store, log) = (&self.store, self.raft.log());
         // tokio's clock, so that a simulated run stamps simulated time.
         let now = tokio::time::Instant::now().into_std();
         self.clock.stamp(self.raft.term(), now, || {
             // Entries not applied yet may carry later times than the state machine has seen.
             log.entries()
                 .iter()
-                .filter(|e| e.index > sm.applied_index())
+                .filter(|e| e.index > store.applied_index)
                 .filter_map(|e| match &e.payload {
                     myraft_wire::raft::EntryPayload::Command(c) => LogCommand::decode(c).ok(),
                     _ => None,
                 })
                 .map(|c| c.entry_time_ms)
-                .fold(sm.clock_ms(), u64::max)
+                .fold(store.clock_ms, u64::max)
         })
     }
 
@@ -277,13 +292,7 @@ impl Node {
                 self.reply(addr, client_id, seq, r);
             }
             Ok(p) => {
-                let w = PendingWrite {
-                    term: p.term,
-                    addr,
-                    client_id,
-                    seq,
-                    kind,
-                };
+                let w = PendingWrite::new(p.term, addr, client_id, seq, kind);
                 self.pending_writes.insert(p.index, w);
             }
             Err(e) => {
@@ -298,21 +307,35 @@ impl Node {
         self.next_ctx += 1;
         match self.raft.read_index(ctx) {
             Ok(()) => {
-                self.pending_reads.insert(
-                    ctx,
-                    ReadRequest {
-                        addr,
-                        client_id,
-                        seq,
-                        op,
-                    },
-                );
+                self.pending_reads
+                    .insert(ctx, ReadRequest::new(addr, client_id, seq, op));
             }
             Err(e) => {
                 let e = self.raft_error(e);
                 self.reply(addr, client_id, seq, Err(e));
             }
         }
+    }
+}
+
+impl Node {
+    /// A read from whatever this node has applied, without asking the leader.
+    pub(super) fn start_stale_read(
+        &mut self,
+        addr: SocketAddr,
+        client_id: u64,
+        seq: u64,
+        op: ClientOp,
+    ) {
+        let ctx = self.next_ctx;
+        self.next_ctx += 1;
+        self.applier.send(ApplyMsg::Read {
+            ctx,
+            index: 0,
+            op: op.clone(),
+        });
+        self.pending_reads
+            .insert(ctx, ReadRequest::new(addr, client_id, seq, op));
     }
 }
 

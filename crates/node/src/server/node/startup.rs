@@ -1,7 +1,10 @@
 //! Startup: lock the data dir, bind, open the log, join the cluster if the data dir is new,
-//! recover the core and the state machine, and hand over to the event loop.
+//! open the state store, recover the core, and hand over to the event loop.
 
 use super::*;
+use crate::server::applier::ApplyCore;
+use crate::store::{Store, StoreConfig, STORE_FILE};
+use myraft_wire::raft::{Snapshot, SnapshotMeta};
 
 /// Runs a node until `shutdown` is cancelled (Ctrl-C, SIGTERM, a `StopNode` request or a
 /// test), then flushes and returns.
@@ -107,14 +110,17 @@ async fn serve(
         }
     };
 
-    let (init, sm) = recover(&storage)?;
-    // The state machine starts from the snapshot, so the configuration applied so far is
-    // the snapshot's; the log after it is applied again.
-    let applied_membership = init
-        .snapshot
-        .as_ref()
-        .map(|s| s.meta.membership.clone())
-        .unwrap_or_default();
+    let store_cfg = StoreConfig {
+        cache_bytes: cfg.cache_bytes,
+        ..StoreConfig::default()
+    };
+    cfg.disk
+        .vfs
+        .create_dir_all(&cfg.data_dir)
+        .map_err(|e| ServerError::io("create", &cfg.data_dir, e))?;
+    let store = Store::open(&*cfg.disk.vfs, &cfg.data_dir.join(STORE_FILE), &store_cfg)?;
+    let init = recover(&mut storage, &store)?;
+    let applied_membership = store.meta().membership.clone();
     let mut rc = RaftConfig::new(identity.node_id);
     rc.election_ticks = cfg.timing.election_ticks;
     rc.heartbeat_ticks = cfg.timing.heartbeat_ticks;
@@ -124,17 +130,29 @@ async fn serve(
     let mut seen = BTreeMap::new();
     remember_addrs(&mut seen, raft.membership());
 
+    let core = ApplyCore::new(store, cfg.disk.vfs.clone(), store_cfg, cfg.sync_interval);
+    let store_state = core.state();
+    let (events_tx, apply_events) = tokio::sync::mpsc::unbounded_channel();
+    let applier = if cfg.apply_inline {
+        Applier::inline(core, events_tx)
+    } else {
+        Applier::spawn(core, events_tx)
+            .map_err(|e| ServerError::io("start the apply thread for", &cfg.data_dir, e))?
+    };
+
     let mut node = Node {
-        snaps: SnapshotTransfers::new(cfg.max_datagram),
+        snaps: SnapshotTransfers::new(cfg.max_datagram, cfg.apply_inline),
         advertise,
         raft,
         storage,
-        sm,
+        applier,
+        apply_events,
+        store: store_state,
         t,
         seen,
         pending_writes: BTreeMap::new(),
         pending_reads: BTreeMap::new(),
-        ready_reads: BTreeMap::new(),
+        deferred: VecDeque::new(),
         next_ctx: 1,
         started: Instant::now(),
         was_leader: false,
@@ -151,24 +169,55 @@ async fn serve(
     node.event_loop().await
 }
 
-/// What the core and the state machine start from: the snapshot, and the log after it.
+/// What the core starts from: the log, made to agree with the state store.
+///
+/// The store may be ahead of the log's snapshot (it always is, a little: the log is
+/// compacted only below what the store synced) — the core then starts with the store's
+/// applied index, and committed entries after it are applied again. It may also be ahead
+/// of the whole log: a snapshot streamed from the leader was swapped in, and the node
+/// stopped before the log heard of it. The log then takes the store's position as its
+/// snapshot, as it would have (Raft §7). The store can never be behind the log's snapshot:
+/// that would mean entries in neither.
 pub(in crate::server) fn recover(
-    storage: &DiskStorage,
-) -> Result<(InitialState, StateMachine), ServerError> {
+    storage: &mut DiskStorage,
+    store: &Store,
+) -> Result<InitialState, ServerError> {
+    let m = store.meta();
+    let snapshot_index = storage.snapshot_meta().map_or(0, |s| s.last_index);
+    if m.applied_index < snapshot_index {
+        return Err(ServerError::Recovery(format!(
+            "the state store holds the log up to index {}, but the log starts after {}; \
+             entries in between are lost (was {} replaced or written by an older MyRaft?). \
+             Remove the data dir and let the node rejoin and catch up from its peers",
+            m.applied_index,
+            snapshot_index,
+            store.path().display()
+        )));
+    }
+    if m.applied_index > 0 && storage.term(m.applied_index) != Some(m.applied_term) {
+        let snap = Snapshot {
+            meta: SnapshotMeta {
+                last_index: m.applied_index,
+                last_term: m.applied_term,
+                membership: m.membership.clone(),
+            },
+            data: Vec::new(),
+        };
+        tracing::info!(
+            index = m.applied_index,
+            "the state store was installed from a snapshot; the log follows it"
+        );
+        storage.save_snapshot(&snap)?;
+        storage.compact_prefix(m.applied_index)?;
+    }
     let snapshot = storage.snapshot()?;
-    let sm = match &snapshot {
-        Some(s) => StateMachine::restore(&s.data).map_err(|e| {
-            ServerError::Recovery(format!("snapshot at index {}: {e}", s.meta.last_index))
-        })?,
-        None => StateMachine::default(),
-    };
     let entries = storage.entries(storage.first_index(), storage.last_index() + 1)?;
-    let init = InitialState {
+    Ok(InitialState {
         hard_state: storage.hard_state(),
         snapshot,
         entries,
-    };
-    Ok((init, sm))
+        applied: m.applied_index,
+    })
 }
 
 pub(super) fn remember_addrs(seen: &mut BTreeMap<NodeId, SocketAddr>, m: &Membership) {

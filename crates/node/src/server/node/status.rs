@@ -1,6 +1,7 @@
 //! What a node says about itself: its role, probe replies for the entrance, node details.
 
 use super::*;
+use myraft_wire::health::{StoreStats, Transfer};
 
 impl Node {
     pub fn role(&self) -> Role {
@@ -33,7 +34,7 @@ impl Node {
             voted_for: self.raft.vote(),
             leader: self.peer_ref(self.raft.leader()),
             commit_index: self.raft.commit_index(),
-            applied_index: self.sm.applied_index(),
+            applied_index: self.store.applied_index,
             last_log_index: self.raft.last_index(),
             snapshot_index: self.raft.log().snapshot_index(),
             log_bytes: self.storage.log_bytes(),
@@ -42,6 +43,34 @@ impl Node {
             dropped_datagrams: self.t.dropped_total(),
             membership: self.raft.membership().clone(),
             since_heard_ms: self.since_heard_ms(),
+            store: self.store_stats(),
+        }
+    }
+
+    pub(super) fn store_stats(&self) -> StoreStats {
+        let tick_ms = u64::try_from(self.cfg.timing.tick.as_millis()).unwrap_or(u64::MAX);
+        let transfers = self
+            .snaps
+            .progress()
+            .into_iter()
+            .map(|p| Transfer {
+                peer: self
+                    .peer_ref(Some(p.peer))
+                    .map_or_else(String::new, |r| r.name),
+                sending: p.sending,
+                snapshot_index: p.snapshot_index,
+                bytes_done: p.bytes_done,
+                bytes_total: p.bytes_total_estimate,
+                elapsed_ms: u64::from(p.elapsed_ticks).saturating_mul(tick_ms),
+            })
+            .collect();
+        StoreStats {
+            store_bytes: self.store.store_bytes,
+            revision: self.store.revision,
+            compacted_revision: self.store.compacted_before,
+            keys: self.store.live_keys,
+            apply_lag: self.apply_lag(),
+            transfers,
         }
     }
 
@@ -88,6 +117,7 @@ impl Node {
             data_dir_bytes: p.data_dir_bytes,
             uptime_ms: p.uptime_ms,
             dropped_datagrams: p.dropped_datagrams,
+            store: p.store,
         }
     }
 }

@@ -1,0 +1,634 @@
+//! Apply beside the Raft loop (DESIGN.md): committed entries go over a bounded queue to the
+//! state store, and what applying them releases comes back as events. The loop never waits
+//! on the store: a slow disk slows commits, not heartbeats or votes.
+//!
+//! [`ApplyCore`] is the work itself, with no thread and no clock of its own: it takes
+//! messages and the time, and returns events. [`Applier`] runs it on a thread of its own
+//! (the node as deployed) or inline at the end of each turn of the loop (simulated runs,
+//! which must replay from their seed).
+//!
+//! What it does with each message:
+//! - committed entries are applied a batch per write transaction; a batch is synced when
+//!   `sync_interval` has passed since the last synced one, which is how far the loop may
+//!   compact the Raft log;
+//! - a linearizable read waits here until its ReadIndex is applied, then is served from a
+//!   read transaction;
+//! - snapshot stream bytes from the leader build a new store file, which replaces the store
+//!   when the stream is whole and checks out;
+//! - an export request opens a read transaction for a snapshot to a follower.
+
+use crate::state_machine::KvError;
+use crate::storage::Vfs;
+use crate::store::{Applied, Export, Import, ImportError, Meta, Store, StoreConfig, StoreError};
+use myraft_wire::client::{
+    ClientError, ClientOp, ClientResponse, GetResult, HistoryResult, KeyVersion,
+};
+use myraft_wire::raft::{Entry, NodeId};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Messages queued for the applier at most; beyond that the loop holds them itself.
+const QUEUE: usize = 256;
+
+pub enum ApplyMsg {
+    Entries(Vec<Entry>),
+    /// Serve `op` once `index` is applied (0: at once, a stale read).
+    Read {
+        ctx: u64,
+        index: u64,
+        op: ClientOp,
+    },
+    /// Bytes of the snapshot stream `(index, term)` from `from`, in order; offset 0 begins it.
+    SnapshotBytes {
+        from: NodeId,
+        index: u64,
+        term: u64,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    },
+    /// Open a read transaction to stream to follower `to`.
+    Export {
+        to: NodeId,
+    },
+    Shutdown,
+}
+
+/// Where the store stands, for status output and for the loop's decisions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreState {
+    pub applied_index: u64,
+    pub clock_ms: u64,
+    pub revision: u64,
+    pub compacted_before: u64,
+    pub live_keys: u64,
+    /// The store holds everything up to here on disk: the log may be compacted through it.
+    pub synced_index: u64,
+    pub store_bytes: u64,
+}
+
+pub enum ApplyEvent {
+    Applied {
+        entries: Vec<Applied>,
+        state: StoreState,
+    },
+    Synced(StoreState),
+    Read {
+        ctx: u64,
+        result: Result<ClientResponse, ClientError>,
+    },
+    /// A snapshot stream from `from` is in place: the store is now `meta`.
+    Installed {
+        from: NodeId,
+        meta: Meta,
+        replaced: bool,
+        state: StoreState,
+    },
+    /// The stream from `from` was refused; it must start again from its beginning.
+    ImportFailed {
+        from: NodeId,
+        reason: String,
+    },
+    Export {
+        to: NodeId,
+        export: Export,
+    },
+    /// The store failed: the node must stop, and a restart recovers from what is on disk.
+    Fatal(String),
+}
+
+struct Incoming {
+    from: NodeId,
+    index: u64,
+    term: u64,
+    next_offset: u64,
+    import: Import,
+}
+
+/// The applier's work, without a thread.
+pub struct ApplyCore {
+    store: Store,
+    vfs: Arc<dyn Vfs>,
+    cfg: StoreConfig,
+    incoming_path: PathBuf,
+    sync_interval_ms: u64,
+    last_sync_ms: u64,
+    unsynced: bool,
+    synced_index: u64,
+    reads: BTreeMap<u64, Vec<(u64, ClientOp)>>,
+    incoming: Option<Incoming>,
+    failed: bool,
+}
+
+impl ApplyCore {
+    pub fn new(store: Store, vfs: Arc<dyn Vfs>, cfg: StoreConfig, sync_interval: Duration) -> Self {
+        let incoming_path = store.path().with_extension("redb.incoming");
+        let synced_index = store.meta().applied_index;
+        ApplyCore {
+            store,
+            vfs,
+            cfg,
+            incoming_path,
+            sync_interval_ms: u64::try_from(sync_interval.as_millis()).unwrap_or(u64::MAX),
+            last_sync_ms: 0,
+            unsynced: false,
+            synced_index,
+            reads: BTreeMap::new(),
+            incoming: None,
+            failed: false,
+        }
+    }
+
+    pub fn state(&self) -> StoreState {
+        let m = self.store.meta();
+        StoreState {
+            applied_index: m.applied_index,
+            clock_ms: m.clock_ms,
+            revision: m.kv.revision,
+            compacted_before: m.kv.compacted_before,
+            live_keys: m.kv.live_keys,
+            synced_index: self.synced_index,
+            store_bytes: self.vfs.file_len(self.store.path()).unwrap_or(0),
+        }
+    }
+
+    /// Handles `msgs` in order at time `now_ms`; returns false after `Shutdown`.
+    pub fn handle(
+        &mut self,
+        msgs: impl IntoIterator<Item = ApplyMsg>,
+        now_ms: u64,
+        out: &mut Vec<ApplyEvent>,
+    ) -> bool {
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut running = true;
+        for msg in msgs {
+            if self.failed {
+                break;
+            }
+            match msg {
+                ApplyMsg::Entries(mut entries) => {
+                    batch.append(&mut entries);
+                    continue;
+                }
+                other => {
+                    self.flush(&mut batch, now_ms, out);
+                    match other {
+                        ApplyMsg::Entries(_) => {}
+                        ApplyMsg::Read { ctx, index, op } => {
+                            self.reads.entry(index).or_default().push((ctx, op));
+                        }
+                        ApplyMsg::SnapshotBytes {
+                            from,
+                            index,
+                            term,
+                            offset,
+                            data,
+                            done,
+                        } => self
+                            .on_snapshot_bytes(from, index, term, offset, &data, done, now_ms, out),
+                        ApplyMsg::Export { to } => {
+                            match self.store.reader().and_then(|r| r.export()) {
+                                Ok(export) => out.push(ApplyEvent::Export { to, export }),
+                                Err(e) => self.fail(e, out),
+                            }
+                        }
+                        ApplyMsg::Shutdown => {
+                            running = false;
+                        }
+                    }
+                }
+            }
+        }
+        self.flush(&mut batch, now_ms, out);
+        if !running && !self.failed {
+            self.sync(now_ms, out);
+        }
+        self.serve_reads(out);
+        running
+    }
+
+    /// Syncs the store if the interval has passed since the last synced commit.
+    pub fn on_timer(&mut self, now_ms: u64, out: &mut Vec<ApplyEvent>) {
+        if self.unsynced && !self.failed && self.sync_due(now_ms) {
+            self.sync(now_ms, out);
+        }
+    }
+
+    /// How long until a sync is due, if one is waiting.
+    pub fn next_sync_in(&self, now_ms: u64) -> Option<Duration> {
+        self.unsynced.then(|| {
+            Duration::from_millis(
+                self.last_sync_ms
+                    .saturating_add(self.sync_interval_ms)
+                    .saturating_sub(now_ms),
+            )
+        })
+    }
+
+    fn sync_due(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_sync_ms) >= self.sync_interval_ms
+    }
+
+    fn sync(&mut self, now_ms: u64, out: &mut Vec<ApplyEvent>) {
+        match self.store.apply(&[], true) {
+            Ok(_) => {
+                self.mark_synced(now_ms);
+                out.push(ApplyEvent::Synced(self.state()));
+            }
+            Err(e) => self.fail(e, out),
+        }
+    }
+
+    fn mark_synced(&mut self, now_ms: u64) {
+        self.last_sync_ms = now_ms;
+        self.unsynced = false;
+        self.synced_index = self.store.meta().applied_index;
+    }
+
+    fn fail(&mut self, e: StoreError, out: &mut Vec<ApplyEvent>) {
+        tracing::error!(error = %e, "the state store failed");
+        self.failed = true;
+        out.push(ApplyEvent::Fatal(e.to_string()));
+    }
+
+    fn flush(&mut self, batch: &mut Vec<Entry>, now_ms: u64, out: &mut Vec<ApplyEvent>) {
+        if batch.is_empty() || self.failed {
+            return;
+        }
+        let durable = self.sync_due(now_ms);
+        match self.store.apply(batch, durable) {
+            Ok(entries) => {
+                if durable {
+                    self.mark_synced(now_ms);
+                } else {
+                    self.unsynced = true;
+                }
+                out.push(ApplyEvent::Applied {
+                    entries,
+                    state: self.state(),
+                });
+            }
+            Err(e) => self.fail(e, out),
+        }
+        batch.clear();
+    }
+
+    fn serve_reads(&mut self, out: &mut Vec<ApplyEvent>) {
+        let applied = self.store.meta().applied_index;
+        if self.failed
+            || self
+                .reads
+                .first_key_value()
+                .is_none_or(|(&i, _)| i > applied)
+        {
+            return;
+        }
+        let later = self.reads.split_off(&(applied + 1));
+        let ready = std::mem::replace(&mut self.reads, later);
+        let reader = match self.store.reader() {
+            Ok(r) => r,
+            Err(e) => return self.fail(e, out),
+        };
+        for (ctx, op) in ready.into_values().flatten() {
+            match serve_read(&reader, &op) {
+                Ok(result) => out.push(ApplyEvent::Read { ctx, result }),
+                Err(e) => return self.fail(e, out),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_snapshot_bytes(
+        &mut self,
+        from: NodeId,
+        index: u64,
+        term: u64,
+        offset: u64,
+        data: &[u8],
+        done: bool,
+        now_ms: u64,
+        out: &mut Vec<ApplyEvent>,
+    ) {
+        if offset == 0 {
+            self.incoming = None;
+            match Import::create(&*self.vfs, &self.incoming_path, self.cfg.cache_bytes) {
+                Ok(import) => {
+                    self.incoming = Some(Incoming {
+                        from,
+                        index,
+                        term,
+                        next_offset: 0,
+                        import,
+                    })
+                }
+                Err(e) => return self.fail(e, out),
+            }
+        }
+        let Some(inc) = self.incoming.as_mut() else {
+            return out.push(ApplyEvent::ImportFailed {
+                from,
+                reason: "no stream under way".into(),
+            });
+        };
+        if (inc.from, inc.index, inc.term, inc.next_offset) != (from, index, term, offset) {
+            self.incoming = None;
+            return out.push(ApplyEvent::ImportFailed {
+                from,
+                reason: "bytes out of order".into(),
+            });
+        }
+        inc.next_offset += data.len() as u64;
+        let fed = inc.import.feed(data);
+        let result = match (fed, done) {
+            (Err(e), _) => Err(e),
+            (Ok(()), false) => return,
+            (Ok(()), true) => match self.incoming.take() {
+                Some(inc) => inc.import.finish(),
+                None => return,
+            },
+        };
+        let meta = match result {
+            Ok(meta) => meta,
+            Err(ImportError::Stream(reason)) => {
+                tracing::warn!(%reason, "snapshot stream from {from:x} refused; asking again");
+                self.incoming = None;
+                return out.push(ApplyEvent::ImportFailed { from, reason });
+            }
+            Err(ImportError::Store(e)) => return self.fail(e, out),
+        };
+        if (meta.applied_index, meta.applied_term) != (index, term) {
+            return out.push(ApplyEvent::ImportFailed {
+                from,
+                reason: format!(
+                    "stream announced as ({index}, {term}) holds ({}, {})",
+                    meta.applied_index, meta.applied_term
+                ),
+            });
+        }
+        let incoming = self.incoming_path.clone();
+        match self.store.replace_with(&*self.vfs, &incoming, &self.cfg) {
+            Ok(replaced) => {
+                if replaced {
+                    tracing::info!(
+                        index,
+                        keys = meta.kv.live_keys,
+                        "installed a snapshot streamed from the leader"
+                    );
+                    self.mark_synced(now_ms);
+                }
+                out.push(ApplyEvent::Installed {
+                    from,
+                    meta,
+                    replaced,
+                    state: self.state(),
+                });
+            }
+            Err(e) => self.fail(e, out),
+        }
+    }
+}
+
+/// Answers a read from one read transaction.
+fn serve_read(
+    r: &crate::store::Reader,
+    op: &ClientOp,
+) -> Result<Result<ClientResponse, ClientError>, StoreError> {
+    Ok(match op {
+        ClientOp::Get { key, rev, .. } => match r.get(key, *rev)? {
+            Ok(Some(kv)) => Ok(ClientResponse::Get(GetResult {
+                found: true,
+                value: Some(kv.value),
+                revision: kv.mod_revision,
+                create_revision: kv.create_revision,
+                version: kv.version,
+            })),
+            Ok(None) => Ok(ClientResponse::Get(GetResult {
+                found: false,
+                value: None,
+                revision: r.meta().kv.revision,
+                create_revision: 0,
+                version: 0,
+            })),
+            Err(e) => Err(map_kv(e)),
+        },
+        ClientOp::History { key } => {
+            let h = r.history(key)?;
+            Ok(ClientResponse::History(HistoryResult {
+                versions: h
+                    .versions
+                    .into_iter()
+                    .map(|v| KeyVersion {
+                        revision: v.revision,
+                        deleted: v.value.is_none(),
+                        value: v.value,
+                    })
+                    .collect(),
+                compacted_before: h.compacted_before,
+            }))
+        }
+        _ => Err(ClientError::BadRequest {
+            reason: "not a read".into(),
+        }),
+    })
+}
+
+pub fn map_kv(e: KvError) -> ClientError {
+    match e {
+        KvError::Compacted { compacted_before } => ClientError::Compacted { compacted_before },
+        KvError::FutureRevision { requested, current } => ClientError::BadRequest {
+            reason: format!(
+                "revision {requested} is in the future; the current revision is {current}"
+            ),
+        },
+    }
+}
+
+/// The applier as the loop sees it: a queue in, events out.
+pub enum Applier {
+    Thread {
+        tx: SyncSender<ApplyMsg>,
+        /// Messages the full queue could not take yet, oldest first.
+        overflow: VecDeque<ApplyMsg>,
+        handle: Option<std::thread::JoinHandle<()>>,
+    },
+    Inline {
+        core: Box<ApplyCore>,
+        queue: Vec<ApplyMsg>,
+        events: UnboundedSender<ApplyEvent>,
+        epoch: tokio::time::Instant,
+    },
+}
+
+impl Applier {
+    /// Runs `core` on a thread of its own; events arrive on `events`.
+    pub fn spawn(core: ApplyCore, events: UnboundedSender<ApplyEvent>) -> std::io::Result<Applier> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let handle = std::thread::Builder::new()
+            .name("apply".into())
+            .spawn(move || apply_thread(core, rx, events))?;
+        Ok(Applier::Thread {
+            tx,
+            overflow: VecDeque::new(),
+            handle: Some(handle),
+        })
+    }
+
+    /// Runs `core` within the loop's turns, in the loop's (possibly simulated) time.
+    pub fn inline(core: ApplyCore, events: UnboundedSender<ApplyEvent>) -> Applier {
+        Applier::Inline {
+            core: Box::new(core),
+            queue: Vec::new(),
+            events,
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Queues `msg`; never blocks.
+    pub fn send(&mut self, msg: ApplyMsg) {
+        match self {
+            Applier::Thread { overflow, .. } => {
+                overflow.push_back(msg);
+                self.flush();
+            }
+            Applier::Inline { queue, .. } => queue.push(msg),
+        }
+    }
+
+    /// Moves what the queue can take now from the overflow into it.
+    fn flush(&mut self) {
+        let Applier::Thread { tx, overflow, .. } = self else {
+            return;
+        };
+        while let Some(msg) = overflow.pop_front() {
+            match tx.try_send(msg) {
+                Ok(()) => {}
+                Err(TrySendError::Full(msg)) => {
+                    overflow.push_front(msg);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    overflow.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Once per turn of the loop: the thread's queue takes what it can; inline, the queued
+    /// work is done now and its events posted.
+    pub fn turn(&mut self) {
+        self.flush();
+        if let Applier::Inline {
+            core,
+            queue,
+            events,
+            epoch,
+        } = self
+        {
+            if queue.is_empty() {
+                return;
+            }
+            let now = ms_since(*epoch);
+            let mut out = Vec::new();
+            core.handle(std::mem::take(queue), now, &mut out);
+            for ev in out {
+                let _ = events.send(ev);
+            }
+        }
+    }
+
+    /// On each tick: inline, a sync that has come due.
+    pub fn tick(&mut self) {
+        if let Applier::Inline {
+            core,
+            events,
+            epoch,
+            ..
+        } = self
+        {
+            let mut out = Vec::new();
+            core.on_timer(ms_since(*epoch), &mut out);
+            for ev in out {
+                let _ = events.send(ev);
+            }
+        }
+    }
+
+    /// Applies what is queued, syncs the store and stops the applier.
+    pub fn shutdown(&mut self) {
+        self.send(ApplyMsg::Shutdown);
+        match self {
+            Applier::Thread {
+                tx,
+                overflow,
+                handle,
+            } => {
+                // The loop is done: waiting for the queue is all that is left to do.
+                while let Some(msg) = overflow.pop_front() {
+                    if tx.send(msg).is_err() {
+                        break;
+                    }
+                }
+                if let Some(h) = handle.take() {
+                    if h.join().is_err() {
+                        tracing::error!("the apply thread panicked");
+                    }
+                }
+            }
+            Applier::Inline { .. } => self.turn(),
+        }
+    }
+}
+
+fn ms_since(epoch: tokio::time::Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+fn apply_thread(
+    mut core: ApplyCore,
+    rx: mpsc::Receiver<ApplyMsg>,
+    events: UnboundedSender<ApplyEvent>,
+) {
+    let epoch = Instant::now();
+    let now = || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    loop {
+        let wait = core
+            .next_sync_in(now())
+            .unwrap_or(Duration::from_secs(3600));
+        let first = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut out = Vec::new();
+        let running = match first {
+            None => {
+                core.on_timer(now(), &mut out);
+                true
+            }
+            Some(m) => {
+                // Everything already queued joins this batch: one write transaction for all.
+                let mut msgs = vec![m];
+                while msgs.len() < QUEUE {
+                    match rx.try_recv() {
+                        Ok(m) => msgs.push(m),
+                        Err(_) => break,
+                    }
+                }
+                core.handle(msgs, now(), &mut out)
+            }
+        };
+        for ev in out {
+            if events.send(ev).is_err() {
+                return;
+            }
+        }
+        if !running {
+            return;
+        }
+    }
+}
