@@ -29,7 +29,7 @@ use super::snapshot_transfer::SnapshotTransfers;
 use super::transport::{Socket, Transport};
 use super::ServerError;
 use crate::raft::{Config as RaftConfig, InitialState, Raft, RaftError, Role as RaftRole};
-use crate::state_machine::{ClientCommand, Command, LogCommand};
+use crate::state_machine::{ClientCommand, Command, LogCommand, SYSTEM_CLIENT};
 use crate::storage::{DataDirLock, DiskStorage, Storage};
 use apply::{PendingKind, PendingWrite, ReadRequest};
 use myraft_wire::client::{
@@ -78,6 +78,8 @@ pub(super) struct Node {
     pending_reads: BTreeMap<u64, ReadRequest>,
     /// Writes waiting for the applier to catch up (back-pressure), oldest first.
     deferred: VecDeque<(SocketAddr, ClientRequest)>,
+    /// The log index of this leader's automatic compaction not yet applied.
+    auto_compact_at: Option<u64>,
     next_ctx: u64,
     started: Instant,
     was_leader: bool,
@@ -346,6 +348,45 @@ impl Node {
             "compacted the log"
         );
         Ok(())
+    }
+
+    /// The leader keeps `auto_compact_revisions` revisions: once the store holds a tenth more
+    /// than that, it proposes a compaction through the log, so every member compacts at the
+    /// same entry (no node decides on its own what replicated state forgets).
+    pub(super) fn maybe_auto_compact(&mut self) {
+        let keep = self.cfg.auto_compact_revisions;
+        if keep == 0 || !self.raft.is_leader() {
+            self.auto_compact_at = None;
+            return;
+        }
+        if self
+            .auto_compact_at
+            .is_some_and(|i| i > self.store.applied_index)
+        {
+            return;
+        }
+        self.auto_compact_at = None;
+        let step = (keep / 10).max(1);
+        let target = self.store.revision.saturating_sub(keep);
+        if target < self.store.compacted_before.saturating_add(step) {
+            return;
+        }
+        let payload = LogCommand {
+            entry_time_ms: self.replicated_now(),
+            req: ClientCommand {
+                client_id: SYSTEM_CLIENT,
+                seq: 0,
+                cmd: Command::Compact { revision: target },
+            },
+        }
+        .encode();
+        match self.raft.propose(payload) {
+            Ok(p) => {
+                tracing::debug!(revision = target, "proposed an automatic compaction");
+                self.auto_compact_at = Some(p.index);
+            }
+            Err(e) => tracing::debug!(error = %e, "automatic compaction postponed"),
+        }
     }
 
     /// The leader promotes one caught-up learner at a time (dissertation §4.2.1).

@@ -63,6 +63,9 @@ pub struct Stats {
     pub sessions: usize,
 }
 
+/// The client id of commands the cluster proposes itself; clients may not use it.
+pub const SYSTEM_CLIENT: u64 = 0;
+
 /// What [`apply_with_session`] did.
 pub(crate) struct SessionApplied {
     pub reply: ApplyResult,
@@ -86,6 +89,15 @@ pub(crate) fn apply_with_session<E>(
     *clock_ms = (*clock_ms).max(entry_time_ms);
     let now = *clock_ms;
     let expired = sessions.expire(now, session_timeout_ms);
+    if req.client_id == SYSTEM_CLIENT {
+        // The cluster's own upkeep (automatic compaction): proposed by a leader, not retried
+        // by any client, so there is no session to keep.
+        return Ok(SessionApplied {
+            reply: execute(&req.cmd)?,
+            expired,
+            touched: false,
+        });
+    }
     let (reply, touched) = match sessions.check(req.client_id, req.seq) {
         SessionCheck::Duplicate(reply) => {
             let reply = reply.clone();

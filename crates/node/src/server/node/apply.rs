@@ -74,6 +74,7 @@ impl Node {
                     self.on_applied(a);
                 }
                 self.resume_deferred();
+                self.maybe_auto_compact();
             }
             ApplyEvent::Synced(state) => self.store = state,
             ApplyEvent::Read { ctx, result } => {

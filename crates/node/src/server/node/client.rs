@@ -51,6 +51,12 @@ impl Node {
             }
             return;
         }
+        if req.client_id == SYSTEM_CLIENT {
+            let r = Err(bad(format!(
+                "client id {SYSTEM_CLIENT} is reserved for the cluster itself; pick another"
+            )));
+            return self.reply(addr, req.client_id, req.seq, r);
+        }
         let ClientRequest { client_id, seq, op } = req;
         let result = match op {
             ClientOp::Put { key, value } => {

@@ -153,6 +153,7 @@ async fn serve(
         pending_writes: BTreeMap::new(),
         pending_reads: BTreeMap::new(),
         deferred: VecDeque::new(),
+        auto_compact_at: None,
         next_ctx: 1,
         started: Instant::now(),
         was_leader: false,
