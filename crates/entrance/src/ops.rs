@@ -143,17 +143,29 @@ impl Ctx {
 
     /// Asks one node to exit; `Ok(Done)` once it confirms.
     async fn stop_node(&self, name: &str, addr: &str) -> ClientResult {
+        let target = StopTarget::Node {
+            name: name.to_owned(),
+        };
+        self.stop_target(name, addr, target).await
+    }
+
+    /// Stops exactly member `id`: not a node of the same name that joined since.
+    async fn stop_member(&self, name: &str, id: NodeId, addr: &str) -> ClientResult {
+        let target = StopTarget::Member {
+            name: name.to_owned(),
+            id,
+        };
+        self.stop_target(name, addr, target).await
+    }
+
+    async fn stop_target(&self, name: &str, addr: &str, target: StopTarget) -> ClientResult {
         let Some(to) = resolve(addr).await else {
             return Err(ClientError::Unavailable {
                 reason: format!("cannot resolve the address {addr} of {name}"),
             });
         };
         let seq = self.net.next_seq();
-        let op = ClientOp::StopNode {
-            target: StopTarget::Node {
-                name: name.to_owned(),
-            },
-        };
+        let op = ClientOp::StopNode { target };
         let per_attempt = self.timeout / 2;
         for _ in 0..STOP_ATTEMPTS {
             let reply = tokio::select! {
@@ -227,7 +239,7 @@ pub(crate) fn spawn_remove(ctx: Ctx, name: String, id: NodeId, addr: String) {
         if removed {
             // It is out of the configuration either way; a node that is down simply never
             // hears this.
-            match ctx.stop_node(&name, &addr).await {
+            match ctx.stop_member(&name, id, &addr).await {
                 Ok(_) => info!(%name, "removed node {name} stopped"),
                 Err(e) => info!(%name, "removed node {name} did not confirm its stop: {e}"),
             }

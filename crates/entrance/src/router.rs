@@ -61,8 +61,17 @@ impl Core {
 
     fn stop(&mut self, key: RequestKey, target: StopTarget, src: SocketAddr) {
         match target {
-            StopTarget::Node { name } => {
-                let Some(member) = self.member_by_name(&name).cloned() else {
+            target @ (StopTarget::Node { .. } | StopTarget::Member { .. }) => {
+                let (name, id) = match target {
+                    StopTarget::Member { name, id } => (name, Some(id)),
+                    StopTarget::Node { name } => (name, None),
+                    StopTarget::All => return,
+                };
+                let found = self
+                    .member_by_name(&name)
+                    .filter(|m| id.is_none_or(|id| m.id == id))
+                    .cloned();
+                let Some(member) = found else {
                     let what = format!("node {name}");
                     return self.reply(src, key.0, key.1, Err(ClientError::NotFound { what }));
                 };

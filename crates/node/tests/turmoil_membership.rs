@@ -8,7 +8,7 @@
 mod support;
 
 use myraft_node::server::{bootstrap_static, run_with_socket};
-use myraft_wire::client::{ClientOp, ClientResponse};
+use myraft_wire::client::{ClientError, ClientOp, ClientResponse, StopTarget};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -218,6 +218,46 @@ fn a_removed_follower_stops() {
                 }
                 _ => Ok(()),
             },
+        )
+    });
+}
+
+/// A removed member is told to stop by its id, not only its name: a node started since at
+/// the same name and address with an empty data dir is a new member, and a late notice for
+/// the old one must not stop it.
+#[test]
+fn a_stop_meant_for_an_earlier_member_of_the_same_name_is_refused() {
+    for_each_seed(|seed| {
+        run(
+            seed,
+            |mut c, _log| async move {
+                c.call(0x100, 1, &put_op("a", "1")).await?;
+                let n2 = node_addr("n2");
+                let stale = ClientOp::StopNode {
+                    target: StopTarget::Member {
+                        name: "n2".into(),
+                        id: 0x9999,
+                    },
+                };
+                match c.ask(n2, 0x300, 1, &stale).await {
+                    Some(Err(ClientError::NotFound { .. })) => {}
+                    other => return Err(format!("a stop for another id answered {other:?}")),
+                }
+                if c.probe(n2).await.is_none() {
+                    return Err("n2 stopped for a notice meant for another member".into());
+                }
+                let exact = ClientOp::StopNode {
+                    target: StopTarget::Member {
+                        name: "n2".into(),
+                        id: 2,
+                    },
+                };
+                match c.ask(n2, 0x300, 2, &exact).await {
+                    Some(Ok(ClientResponse::Done)) => Ok(()),
+                    other => Err(format!("a stop for n2's own id answered {other:?}")),
+                }
+            },
+            |_, _| Ok(()),
         )
     });
 }

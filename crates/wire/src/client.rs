@@ -34,8 +34,16 @@ pub enum Consistency {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StopTarget {
-    Node { name: String },
+    Node {
+        name: String,
+    },
     All,
+    /// Exactly the member with this id: a node of the same name that joined since (a
+    /// removed member started again with an empty data dir) is not it and keeps running.
+    Member {
+        name: String,
+        id: NodeId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -309,6 +309,7 @@ pub fn client_op() -> BoxedStrategy<ClientOp> {
         name().prop_map(|name| ClientOp::Reject { name }),
         prop_oneof![
             name().prop_map(|name| StopTarget::Node { name }),
+            (name(), num()).prop_map(|(name, id)| StopTarget::Member { name, id }),
             Just(StopTarget::All)
         ]
         .prop_map(|target| ClientOp::StopNode { target }),

@@ -106,6 +106,7 @@ fn entry_bytes(e: &myraft_wire::raft::Entry) -> u64 {
 
 struct RemovedNotice {
     name: String,
+    id: NodeId,
     addr: SocketAddr,
     sends_left: u32,
 }
@@ -426,6 +427,7 @@ impl Node {
             };
             self.removed_notices.push(RemovedNotice {
                 name: gone.name.clone(),
+                id: gone.id,
                 addr,
                 sends_left: REMOVED_NOTICES,
             });
@@ -442,8 +444,11 @@ impl Node {
                 client_id: me,
                 seq: u64::from(n.sends_left),
                 op: ClientOp::StopNode {
-                    target: StopTarget::Node {
+                    // By id: a node of that name started since at that address, with an
+                    // empty data dir, is a new member and must not be stopped.
+                    target: StopTarget::Member {
                         name: n.name.clone(),
+                        id: n.id,
                     },
                 },
             };

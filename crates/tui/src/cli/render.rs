@@ -164,7 +164,7 @@ fn done(op: &ClientOp) -> Option<Report> {
         ClientOp::Approve { name } => ("approve", name.as_str(), format!("approved {name}")),
         ClientOp::Reject { name } => ("reject", name.as_str(), format!("rejected {name}")),
         ClientOp::StopNode {
-            target: StopTarget::Node { name },
+            target: StopTarget::Node { name } | StopTarget::Member { name, .. },
         } => (
             "stop",
             name.as_str(),

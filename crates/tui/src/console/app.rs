@@ -471,7 +471,7 @@ pub fn describe(op: &ClientOp) -> String {
         ClientOp::Approve { name } => format!("approve {name}"),
         ClientOp::Reject { name } => format!("reject {name}"),
         ClientOp::StopNode {
-            target: StopTarget::Node { name },
+            target: StopTarget::Node { name } | StopTarget::Member { name, .. },
         } => format!("stop {name}"),
         ClientOp::StopNode {
             target: StopTarget::All,

@@ -108,6 +108,17 @@ impl Node {
                 StopTarget::Node { name } if name != self.cfg.name => Err(ClientError::NotFound {
                     what: format!("node {name} (this is {})", self.cfg.name),
                 }),
+                StopTarget::Member { name, id }
+                    if name != self.cfg.name || id != self.raft.id() =>
+                {
+                    Err(ClientError::NotFound {
+                        what: format!(
+                            "member {name} ({id:x}) (this is {}, {:x})",
+                            self.cfg.name,
+                            self.raft.id()
+                        ),
+                    })
+                }
                 _ => {
                     tracing::info!("stopping on request from {addr}");
                     self.reply(addr, client_id, seq, Ok(ClientResponse::Done));
