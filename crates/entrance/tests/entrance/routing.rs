@@ -231,7 +231,11 @@ async fn remove_node_goes_through_the_leader_then_stops_the_node() {
     assert_eq!(
         n2.next_request().await.op,
         ClientOp::StopNode {
-            target: StopTarget::Node { name: "n2".into() }
+            // Exactly the member removed, by id: not a node of that name that joins later.
+            target: StopTarget::Member {
+                name: "n2".into(),
+                id: 0x22
+            }
         }
     );
     let Ok(ClientResponse::Status(status)) = admin.request(ClientOp::Status).await else {
@@ -266,7 +270,11 @@ async fn remove_retried_after_its_change_committed_still_stops_the_node() {
     assert_eq!(
         n2.next_request().await.op,
         ClientOp::StopNode {
-            target: StopTarget::Node { name: "n2".into() }
+            // Exactly the member removed, by id: not a node of that name that joins later.
+            target: StopTarget::Member {
+                name: "n2".into(),
+                id: 0x22
+            }
         }
     );
 }
