@@ -125,6 +125,8 @@ vp=$(pid_of "$victim")
 cmd=$(tr '\0' '\n' <"/proc/$vp/cmdline")
 target=$(status | jq '.commit_index')
 kill -9 "$vp"
+# The kernel releases the data dir's lock once the process is gone; then restart it.
+wait_for 10 "$victim to die" flock -n "$W/$victim/LOCK" true
 t0=$(now)
 mapfile -t argv <<<"$cmd"
 "${argv[@]}" >>"$W/$victim.restart.log" 2>&1 &

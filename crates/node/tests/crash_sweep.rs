@@ -362,7 +362,9 @@ fn run_seed(seed: u64) -> Result<Vec<String>, String> {
     Ok(fired)
 }
 
-/// "Crash at step 7 (write 60 bytes to …)" → "Crash write".
+/// "Crash at step 7 (write 60 bytes to …/raft/…)" → "Crash write log": the fault, the step,
+/// and which file: the Raft log, its snapshot file, the state store, or a store being built
+/// from a snapshot stream.
 fn step_kind(what: &str) -> String {
     let fault = what.split_whitespace().next().unwrap_or("?");
     let op = what
@@ -375,10 +377,16 @@ fn step_kind(what: &str) -> String {
     } else {
         op
     };
-    let file = if what.contains("snapshot") {
+    let file = if op == "sync-dir" {
+        ""
+    } else if what.contains("state.redb.incoming") {
+        " incoming"
+    } else if what.contains("state.redb") {
+        " store"
+    } else if what.contains("snapshot") {
         " snapshot"
     } else {
-        ""
+        " log"
     };
     format!("{fault} {op}{file}")
 }
@@ -491,6 +499,23 @@ fn crash_sweep_loses_no_acknowledged_write() {
         for kind in ["Crash write", "Crash sync", "Crash rename"] {
             assert!(
                 fired.iter().any(|(k, &n)| k.starts_with(kind) && n > 0),
+                "no fault of kind {kind:?} fired: {fired:?}"
+            );
+        }
+    }
+    if total >= 1_000 {
+        // And the full sweep reaches both stores: the log, the state store, and a store
+        // being built from a leader's snapshot stream, up to its swap.
+        for kind in [
+            "Crash write log",
+            "Crash sync log",
+            "Crash write store",
+            "Crash sync store",
+            "Crash write incoming",
+            "Crash rename incoming",
+        ] {
+            assert!(
+                fired.get(kind).is_some_and(|&n| n > 0),
                 "no fault of kind {kind:?} fired: {fired:?}"
             );
         }

@@ -104,7 +104,36 @@ pub enum ClientOp {
     },
 }
 
+/// Keys beyond this size are refused: an entry must fit a datagram.
+pub const MAX_KEY_BYTES: usize = 1024;
+/// Values beyond this size are refused: an entry must fit a datagram.
+pub const MAX_VALUE_BYTES: usize = 32 * 1024;
+
 impl ClientOp {
+    /// Checks what can be checked without the cluster: keys present and within
+    /// [`MAX_KEY_BYTES`], values within [`MAX_VALUE_BYTES`]. Nodes refuse what fails this
+    /// with `bad_request`; clients may check before sending.
+    pub fn validate(&self) -> Result<(), ClientError> {
+        match self {
+            ClientOp::Put { key, value } => {
+                check_key(key)?;
+                if value.len() > MAX_VALUE_BYTES {
+                    return Err(ClientError::BadRequest {
+                        reason: format!(
+                            "value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
+                            value.len()
+                        ),
+                    });
+                }
+                Ok(())
+            }
+            ClientOp::Delete { key } | ClientOp::Get { key, .. } | ClientOp::History { key } => {
+                check_key(key)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the op goes through the log and so is deduplicated by `(client_id, seq)`.
     pub fn is_write(&self) -> bool {
         matches!(
@@ -112,6 +141,23 @@ impl ClientOp {
             ClientOp::Put { .. } | ClientOp::Delete { .. } | ClientOp::Compact { .. }
         )
     }
+}
+
+fn check_key(key: &[u8]) -> Result<(), ClientError> {
+    if key.is_empty() {
+        return Err(ClientError::BadRequest {
+            reason: "the key is empty; give a non-empty key".into(),
+        });
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(ClientError::BadRequest {
+            reason: format!(
+                "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
+                key.len()
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

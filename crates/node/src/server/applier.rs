@@ -165,7 +165,7 @@ impl ApplyCore {
     ) -> bool {
         let mut batch: Vec<Entry> = Vec::new();
         let mut running = true;
-        for msg in msgs {
+        for msg in coalesce(msgs) {
             if self.failed {
                 break;
             }
@@ -390,6 +390,42 @@ impl ApplyCore {
             Err(e) => self.fail(e, out),
         }
     }
+}
+
+/// Joins runs of snapshot stream bytes that continue each other, so that a run is written
+/// in one transaction rather than one per datagram.
+fn coalesce(msgs: impl IntoIterator<Item = ApplyMsg>) -> Vec<ApplyMsg> {
+    let mut out: Vec<ApplyMsg> = Vec::new();
+    for msg in msgs {
+        if let (
+            Some(ApplyMsg::SnapshotBytes {
+                from,
+                index,
+                term,
+                offset,
+                data,
+                done,
+            }),
+            ApplyMsg::SnapshotBytes {
+                from: f,
+                index: i,
+                term: t,
+                offset: o,
+                data: d,
+                done: end,
+            },
+        ) = (out.last_mut(), &msg)
+        {
+            let next = *offset + data.len() as u64;
+            if (*from, *index, *term, next) == (*f, *i, *t, *o) && !*done {
+                data.extend_from_slice(d);
+                *done = *end;
+                continue;
+            }
+        }
+        out.push(msg);
+    }
+    out
 }
 
 /// Answers a read from one read transaction.
@@ -630,5 +666,57 @@ fn apply_thread(
         if !running {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(offset: u64, len: usize, done: bool) -> ApplyMsg {
+        ApplyMsg::SnapshotBytes {
+            from: 1,
+            index: 10,
+            term: 2,
+            offset,
+            data: vec![7; len],
+            done,
+        }
+    }
+
+    fn shape(msgs: &[ApplyMsg]) -> Vec<(u64, usize, bool)> {
+        msgs.iter()
+            .map(|m| match m {
+                ApplyMsg::SnapshotBytes {
+                    offset, data, done, ..
+                } => (*offset, data.len(), *done),
+                _ => (u64::MAX, 0, false),
+            })
+            .collect()
+    }
+
+    /// Runs of stream bytes that continue each other become one write; anything between
+    /// them, a gap, or the end of a stream keeps them apart.
+    #[test]
+    fn contiguous_stream_bytes_are_joined() {
+        let msgs = vec![
+            bytes(0, 10, false),
+            bytes(10, 5, false),
+            bytes(15, 5, true),
+            bytes(0, 3, false),
+            ApplyMsg::Entries(Vec::new()),
+            bytes(3, 3, false),
+            bytes(9, 3, false),
+        ];
+        assert_eq!(
+            shape(&coalesce(msgs)),
+            vec![
+                (0, 20, true),
+                (0, 3, false),
+                (u64::MAX, 0, false),
+                (3, 3, false),
+                (9, 3, false)
+            ]
+        );
     }
 }

@@ -54,7 +54,7 @@ pub const DEFAULT_LOG_RETAIN_MB: u64 = 64;
 /// `--sync-interval-ms`.
 pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 100;
 /// `--cache-mb`.
-pub const DEFAULT_CACHE_MB: u64 = 128;
+pub const DEFAULT_CACHE_MB: u64 = 64;
 /// `--auto-compact-revisions`: enough history for watches and reads at recent revisions, few
 /// enough that a store under steady writes stops growing.
 pub const DEFAULT_AUTO_COMPACT_REVISIONS: u64 = 1_000_000;

@@ -17,7 +17,7 @@ mod status;
 pub use client::bad;
 use startup::dir_size;
 #[cfg(test)]
-pub(super) use startup::recover;
+pub(super) use startup::{migrate_legacy_snapshot, recover};
 pub use startup::{run, run_with_socket};
 
 use super::applier::{Applier, ApplyEvent, ApplyMsg, StoreState};
@@ -48,9 +48,6 @@ use std::path::Path;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Keys and values beyond these sizes are refused: an entry must fit a datagram.
-pub const MAX_KEY_BYTES: usize = 1024;
-pub const MAX_VALUE_BYTES: usize = 32 * 1024;
 /// Datagrams handled per turn before the core's output is persisted: the group-commit batch.
 const MAX_BATCH: usize = 256;
 /// Committed entries the applier may lag behind by before new writes wait (back-pressure:
@@ -323,7 +320,15 @@ impl Node {
         if self.storage.log_bytes() <= retain {
             return Ok(());
         }
-        let upto = self.store.synced_index.min(self.raft.applied_index());
+        let mut upto = self.store.synced_index.min(self.raft.applied_index());
+        // A follower getting a snapshot, or one just a little behind, goes on from the log
+        // after where it stands: keep that, unless the log has grown half as large again as
+        // its retention (memory comes first; such a follower gets a newer snapshot).
+        if self.storage.log_bytes() <= retain.saturating_add(retain / 2) {
+            if let Some(hold) = self.catch_up_hold() {
+                upto = upto.min(hold);
+            }
+        }
         let log = self.raft.log();
         let mut at = upto;
         let mut tail = 0u64;
@@ -349,6 +354,25 @@ impl Node {
             "compacted the log"
         );
         Ok(())
+    }
+
+    /// Where the log must still start for followers that are catching up: a snapshot on its
+    /// way, and members heard from lately that are a little behind.
+    fn catch_up_hold(&self) -> Option<u64> {
+        if !self.raft.is_leader() {
+            return None;
+        }
+        let recent = self.cfg.timing.election_ticks;
+        let lagging = self
+            .raft
+            .membership()
+            .members
+            .keys()
+            .filter(|&&id| id != self.raft.id())
+            .filter_map(|&id| self.raft.progress(id))
+            .filter(|p| p.ticks_since_heard < recent)
+            .map(|p| p.match_index);
+        lagging.chain(self.snaps.hold_index()).min()
     }
 
     /// The leader keeps `auto_compact_revisions` revisions: once the store holds a tenth more

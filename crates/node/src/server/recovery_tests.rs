@@ -129,3 +129,51 @@ fn a_store_behind_the_log_is_refused() {
     let err = recover(&mut storage, &store).unwrap_err().to_string();
     assert!(err.contains("Remove the data dir"), "{err}");
 }
+
+/// A data dir of an earlier MyRaft keeps its state in the log's snapshot file: on the first
+/// start of this one the snapshot becomes the state store, and nothing is lost.
+#[test]
+fn the_snapshot_of_an_earlier_version_becomes_the_store() {
+    use crate::server::node::migrate_legacy_snapshot;
+    use crate::server::NodeConfig;
+    use crate::state_machine::{ClientCommand, Command, StateMachine};
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::default();
+    for i in 1..=10u64 {
+        let req = ClientCommand {
+            client_id: 7,
+            seq: i,
+            cmd: Command::Put {
+                key: format!("k{}", i % 4).into_bytes(),
+                value: i.to_string().into_bytes(),
+            },
+        };
+        sm.apply(i, 1000 * i, &req).unwrap();
+    }
+    let mut storage = log_to(dir.path(), 12);
+    let mut snap = position(10, 1);
+    snap.data = sm.snapshot();
+    storage.save_snapshot(&snap).unwrap();
+    storage.compact_prefix(10).unwrap();
+
+    let cfg = NodeConfig::new(
+        "n1",
+        "127.0.0.1:1".parse().unwrap(),
+        vec![],
+        dir.path().into(),
+    );
+    let store_cfg = StoreConfig::default();
+    let mut store = Store::open(&OsFs, &dir.path().join(STORE_FILE), &store_cfg).unwrap();
+    migrate_legacy_snapshot(&mut storage, &mut store, &cfg, &store_cfg).unwrap();
+    assert_eq!(store.meta().applied_index, 10);
+    assert_eq!(store.meta().kv.revision, sm.revision());
+    assert_eq!(store.sessions(), 1);
+    let reader = store.reader().unwrap();
+    for k in 0..4 {
+        let key = format!("k{k}").into_bytes();
+        assert_eq!(reader.get(&key, None).unwrap(), sm.get(&key, None));
+        assert_eq!(reader.history(&key).unwrap(), sm.history(&key));
+    }
+    let init = recover(&mut storage, &store).unwrap();
+    assert_eq!(init.applied, 10);
+}

@@ -21,15 +21,25 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 
-/// Chunks in flight per transfer: the window.
-const WINDOW: u64 = 48;
+/// Chunks in flight per transfer: the window (about 160 KiB at the default budget), kept
+/// under a default socket receive buffer so that the receiver's kernel does not drop them.
+const WINDOW: u64 = 128;
 /// Chunks sent per transfer per call of `pump`, so that a transfer never crowds out the
 /// loop's own traffic for long: the rest follows the next acknowledgement or tick.
-const BURST: usize = 16;
+const BURST: usize = 32;
+/// Acknowledgements of the same offset that mean a chunk was lost: the window is resent
+/// from there at once (fast retransmit) instead of after a quiet spell.
+const DUPLICATE_ACKS: u32 = 3;
 /// Ticks without an acknowledgement before resending from the last acknowledged offset.
 const RESEND_AFTER_TICKS: u32 = 4;
 /// Ticks without any acknowledgement before giving up; the Raft core asks again later.
 const ABANDON_AFTER_TICKS: u32 = 200;
+/// A transfer the receiver has not acknowledged at all is given up sooner: the follower is
+/// likely stopped, and streaming to it would only hold the log back.
+const ABANDON_UNSTARTED_AFTER_TICKS: u32 = 40;
+/// A transfer holds the log back only while it shows life: acknowledged within this many
+/// ticks (or this young).
+const HOLD_WHILE_QUIET_TICKS: u32 = 20;
 /// Ticks after a finished transfer during which the core's resends of the snapshot are
 /// ignored: the follower is installing it and will answer.
 const QUIET_AFTER_DONE_TICKS: u32 = 100;
@@ -120,6 +130,8 @@ struct Outgoing {
     ticks: u32,
     records: u64,
     total_records: u64,
+    /// Acknowledgements in a row of `acked` that moved nothing.
+    duplicates: u32,
 }
 
 /// How far a transfer has come, for status output.
@@ -159,8 +171,8 @@ pub struct SnapshotTransfers {
     out: BTreeMap<NodeId, Outgoing>,
     /// Followers an export was asked for, with ticks since.
     requested: BTreeMap<NodeId, (SocketAddr, u32)>,
-    /// Followers a transfer recently finished for, with ticks since.
-    finished: BTreeMap<NodeId, u32>,
+    /// Followers a transfer recently finished for, with its snapshot index and ticks since.
+    finished: BTreeMap<NodeId, (u64, u32)>,
     incoming: BTreeMap<NodeId, Incoming>,
     max_data: usize,
     inline: bool,
@@ -238,9 +250,22 @@ impl SnapshotTransfers {
                 ticks: 0,
                 records: 0,
                 total_records,
+                duplicates: 0,
             },
         );
         self.pump(t, to);
+    }
+
+    /// The lowest log position a transfer under way (or just delivered) stands for: the
+    /// follower continues from the log after it, so the log must still hold that.
+    pub fn hold_index(&self) -> Option<u64> {
+        let sending = self
+            .out
+            .values()
+            .filter(|o| o.idle < HOLD_WHILE_QUIET_TICKS)
+            .map(|o| o.index);
+        let delivered = self.finished.values().map(|(i, _)| *i);
+        sending.chain(delivered).min()
     }
 
     /// This node is no longer leader: its transfers are void.
@@ -341,8 +366,9 @@ impl SnapshotTransfers {
         }
         if ack.done {
             tracing::info!(bytes = o.produced, "snapshot stream to {from:x} delivered");
+            let index = o.index;
             self.out.remove(&from);
-            self.finished.insert(from, 0);
+            self.finished.insert(from, (index, 0));
             return false;
         }
         if ack.next_offset == 0 && o.acked > 0 {
@@ -358,6 +384,20 @@ impl SnapshotTransfers {
             o.buf.drain(..drop.min(o.buf.len()));
             o.acked = ack.next_offset;
             o.idle = 0;
+            o.duplicates = 0;
+        } else if ack.next_offset == o.acked && o.sent > o.acked {
+            // The receiver got a chunk past a gap. A few of those and the gap is a loss:
+            // go back to it now; the acknowledgements of the chunks already in flight after
+            // it are duplicates too, so count afresh once resent.
+            o.duplicates += 1;
+            if o.duplicates == DUPLICATE_ACKS {
+                o.sent = o.acked;
+                o.all_sent = false;
+            } else if o.duplicates > DUPLICATE_ACKS
+                && u64::from(o.duplicates) > WINDOW + u64::from(DUPLICATE_ACKS)
+            {
+                o.duplicates = 0;
+            }
         }
         self.pump(t, from);
         false
@@ -370,7 +410,12 @@ impl SnapshotTransfers {
         self.out.retain(|to, o| {
             o.idle += 1;
             o.ticks = o.ticks.saturating_add(1);
-            if o.idle >= ABANDON_AFTER_TICKS {
+            let limit = if o.acked == 0 {
+                ABANDON_UNSTARTED_AFTER_TICKS
+            } else {
+                ABANDON_AFTER_TICKS
+            };
+            if o.idle >= limit {
                 tracing::warn!("snapshot transfer to {to:x} abandoned: no acknowledgement");
                 return false;
             }
@@ -385,7 +430,7 @@ impl SnapshotTransfers {
             *ticks += 1;
             *ticks < ABANDON_AFTER_TICKS
         });
-        self.finished.retain(|_, ticks| {
+        self.finished.retain(|_, (_, ticks)| {
             *ticks += 1;
             *ticks < QUIET_AFTER_DONE_TICKS
         });
@@ -457,5 +502,164 @@ impl SnapshotTransfers {
         if let Some(i) = self.incoming.get_mut(&from) {
             i.rx.reset();
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+    use crate::server::transport::tests::{addr, clock_now, transport, Air};
+    use crate::state_machine::{ClientCommand, Command, LogCommand};
+    use crate::storage::OsFs;
+    use crate::store::{Import, Store, StoreConfig, STORE_FILE};
+    use myraft_wire::codec;
+    use myraft_wire::key::ClusterKey;
+    use myraft_wire::raft::{Entry, EntryPayload};
+
+    const LEADER: NodeId = 0xA;
+    const FOLLOWER: NodeId = 0xB;
+
+    fn store_with_keys(dir: &std::path::Path, n: u64) -> Store {
+        let mut store = Store::open(&OsFs, &dir.join(STORE_FILE), &StoreConfig::default()).unwrap();
+        let entries: Vec<Entry> = (1..=n)
+            .map(|i| Entry {
+                term: 1,
+                index: i,
+                payload: EntryPayload::Command(
+                    LogCommand {
+                        entry_time_ms: i,
+                        req: ClientCommand {
+                            client_id: 9,
+                            seq: i,
+                            cmd: Command::Put {
+                                key: format!("k{i:04}").into_bytes(),
+                                value: vec![i as u8; 200],
+                            },
+                        },
+                    }
+                    .encode(),
+                ),
+            })
+            .collect();
+        store.apply(&entries, true).unwrap();
+        store
+    }
+
+    /// Takes every datagram sent into `air` and decodes it.
+    fn drain(air: &Air) -> Vec<Body> {
+        let key = ClusterKey::lab_default();
+        let mut out = Vec::new();
+        while let Some((bytes, _)) = air.lock().unwrap().pop_front() {
+            out.push(codec::decode(&bytes, &key, None).unwrap().body);
+        }
+        out
+    }
+
+    /// A whole transfer through loss: every seventh chunk is dropped, resends follow the
+    /// acknowledgements and the ticks, the core's resends never restart it, and the bytes
+    /// that arrive build a store that answers as the leader's.
+    #[test]
+    fn a_transfer_gets_through_loss_without_restarting() {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let source = store_with_keys(dirs.0.path(), 300);
+        let (air1, air2) = (Air::default(), Air::default());
+        let mut t1 = transport(dirs.0.path(), 1, LEADER, clock_now, &air1);
+        let mut t2 = transport(dirs.1.path(), 2, FOLLOWER, clock_now, &air2);
+        let mut leader = SnapshotTransfers::new(1_400, true);
+        let mut follower = SnapshotTransfers::new(1_400, true);
+
+        assert!(
+            leader.want(FOLLOWER, addr(2)),
+            "the first request asks for an export"
+        );
+        assert!(!leader.want(FOLLOWER, addr(2)), "and one export is enough");
+        let export = source.reader().unwrap().export().unwrap();
+        leader.begin(&mut t1, FOLLOWER, export, 1);
+        assert_eq!(leader.hold_index(), Some(300));
+
+        let mut import =
+            Import::create(&OsFs, &dirs.1.path().join("incoming.redb"), 1 << 20).unwrap();
+        let (mut sent, mut done, mut acked) = (0u64, false, 0u64);
+        for _round in 0..10_000 {
+            let chunks = drain(&air1);
+            if chunks.is_empty() {
+                leader.on_tick(&mut t1);
+            }
+            for body in chunks {
+                let Body::SnapshotChunk(c) = body else {
+                    panic!("the leader sent {body:?}")
+                };
+                sent += 1;
+                if sent % 7 == 0 {
+                    continue;
+                }
+                if let Some(ApplyMsg::SnapshotBytes {
+                    data, done: end, ..
+                }) = follower.on_chunk(&mut t2, LEADER, addr(1), c)
+                {
+                    import.feed(&data).unwrap();
+                    done |= end;
+                }
+            }
+            for body in drain(&air2) {
+                let Body::SnapshotChunkAck(a) = body else {
+                    panic!("the follower sent {body:?}")
+                };
+                assert!(!leader.on_ack(&mut t1, FOLLOWER, a), "asked to restart");
+            }
+            // The core resends its snapshot meanwhile: the transfer goes on.
+            assert!(!leader.want(FOLLOWER, addr(2)));
+            if let Some(p) = leader.progress().first() {
+                assert!(p.bytes_done >= acked, "progress went back");
+                acked = p.bytes_done;
+            }
+            if done && leader.progress().is_empty() {
+                break;
+            }
+        }
+        assert!(done, "the transfer never finished");
+        assert!(leader.progress().is_empty(), "the leader still sends");
+        assert_eq!(
+            leader.hold_index(),
+            Some(300),
+            "held while the follower installs"
+        );
+        assert!(
+            !leader.want(FOLLOWER, addr(2)),
+            "and not sent again at once"
+        );
+        let meta = import.finish().unwrap();
+        assert_eq!(&meta, source.meta());
+    }
+
+    /// A receiver that answers "from the start" mid-transfer gets a new stream.
+    #[test]
+    fn a_receiver_that_lost_the_start_gets_a_new_transfer() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = store_with_keys(dir.path(), 50);
+        let air = Air::default();
+        let mut t = transport(dir.path(), 1, LEADER, clock_now, &air);
+        let mut leader = SnapshotTransfers::new(1_400, true);
+        assert!(leader.want(FOLLOWER, addr(2)));
+        leader.begin(
+            &mut t,
+            FOLLOWER,
+            source.reader().unwrap().export().unwrap(),
+            1,
+        );
+        let ack = |next_offset| SnapshotChunkAck {
+            snapshot_index: 50,
+            snapshot_term: 1,
+            next_offset,
+            done: false,
+        };
+        assert!(!leader.on_ack(&mut t, FOLLOWER, ack(2_000)));
+        assert!(
+            leader.on_ack(&mut t, FOLLOWER, ack(0)),
+            "a new export is wanted"
+        );
+        assert!(leader.progress().is_empty());
+        assert!(!leader.want(FOLLOWER, addr(2)), "already asked for");
     }
 }

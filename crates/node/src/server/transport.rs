@@ -46,11 +46,36 @@ impl UdpSocket {
     pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
         let std = std::net::UdpSocket::bind(addr)?;
         std.set_nonblocking(true)?;
+        grow_buffers(&std);
         let send = std.try_clone()?;
         Ok(UdpSocket {
             recv: tokio::net::UdpSocket::from_std(std)?,
             send,
         })
+    }
+}
+
+/// Bytes asked for in each of the socket's buffers. The default receive buffer (about
+/// 200 KiB on Linux) overflows while a snapshot window and a burst of client requests
+/// arrive between two turns of the loop, and the kernel then drops datagrams silently.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Best effort: the kernel caps the sizes (`net.core.rmem_max`, `wmem_max`); what it gave
+/// is logged so that an operator can raise the caps.
+fn grow_buffers(sock: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(sock);
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    let (rcv, snd) = (s.recv_buffer_size(), s.send_buffer_size());
+    match (rcv, snd) {
+        (Ok(r), Ok(w)) if r < SOCKET_BUFFER || w < SOCKET_BUFFER => tracing::info!(
+            receive = r,
+            send = w,
+            "socket buffers smaller than asked ({SOCKET_BUFFER} bytes); raise \
+             net.core.rmem_max and wmem_max for fewer drops under load"
+        ),
+        (Ok(_), Ok(_)) => {}
+        (r, w) => tracing::warn!(?r, ?w, "cannot read the socket's buffer sizes"),
     }
 }
 

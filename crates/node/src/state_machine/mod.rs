@@ -263,6 +263,14 @@ impl StateMachine {
         &self.kv
     }
 
+    pub(crate) fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    pub fn session_timeout_ms(&self) -> u64 {
+        self.session_timeout_ms
+    }
+
     /// The latest entry time applied: where replicated time stands.
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms

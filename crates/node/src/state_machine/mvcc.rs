@@ -132,6 +132,13 @@ impl Mvcc {
         }
     }
 
+    /// Every retained version of every key, by key.
+    pub(crate) fn versions(&self) -> impl Iterator<Item = (&[u8], &KeyVersion)> {
+        self.keys
+            .iter()
+            .flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_slice(), v)))
+    }
+
     /// Writes `value` at the next revision and returns that revision.
     pub fn put(&mut self, key: &[u8], value: Vec<u8>) -> u64 {
         self.revision += 1;

@@ -68,6 +68,10 @@ impl Sessions {
         gone
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &Session)> {
+        self.by_client.iter().map(|(&c, s)| (c, s))
+    }
+
     pub fn get(&self, client_id: u64) -> Option<&Session> {
         self.by_client.get(&client_id)
     }

@@ -39,13 +39,94 @@ enum Phase {
     Done,
 }
 
+/// Frames records and keeps the running count and checksum the end record carries.
+#[derive(Default)]
+struct Framer {
+    crc: crc32fast::Hasher,
+    records: u64,
+    bytes: u64,
+}
+
+impl Framer {
+    fn push(&mut self, out: &mut Vec<u8>, tag: u8, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let start = out.len();
+        out.push(tag);
+        out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        self.crc.update(&out[start..]);
+        self.bytes += (out.len() - start) as u64;
+        self.records += 1;
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        let records = self.records;
+        let crc = self.crc.clone().finalize();
+        let start = out.len();
+        out.push(END_TAG);
+        out.extend_from_slice(&12u32.to_le_bytes());
+        out.extend_from_slice(&records.to_le_bytes());
+        out.extend_from_slice(&crc.to_le_bytes());
+        self.bytes += (out.len() - start) as u64;
+        self.records += 1;
+    }
+}
+
+/// The stream of a state held in memory by the model of `crate::state_machine`: how a data
+/// dir of an earlier MyRaft, whose state lived in the log's snapshot file, becomes a store.
+pub(crate) fn model_stream(
+    sm: &crate::state_machine::StateMachine,
+    applied_term: u64,
+    membership: myraft_wire::raft::Membership,
+) -> Vec<u8> {
+    let stats = sm.stats();
+    let meta = Meta {
+        format: super::STORE_FORMAT,
+        applied_index: sm.applied_index(),
+        applied_term,
+        membership,
+        kv: super::KvMeta {
+            revision: sm.revision(),
+            compacted_before: sm.compacted_before(),
+            live_keys: stats.live_keys as u64,
+            versions: stats.versions as u64,
+        },
+        clock_ms: sm.clock_ms(),
+        session_timeout_ms: sm.session_timeout_ms(),
+    };
+    let mut rows: Vec<(u64, Vec<u8>)> = sm
+        .kv()
+        .versions()
+        .map(|(key, v)| {
+            let row = super::record::encode(key, v.create_revision, v.version, v.value.as_deref());
+            (v.revision, row)
+        })
+        .collect();
+    rows.sort_unstable_by_key(|(rev, _)| *rev);
+    let mut f = Framer::default();
+    let mut out = Vec::new();
+    f.push(&mut out, META_TAG, &[&encode_meta(&meta)]);
+    for (rev, row) in &rows {
+        f.push(&mut out, REVISION_TAG, &[&rev.to_le_bytes(), row]);
+    }
+    for (client, session) in sm.sessions().iter() {
+        f.push(
+            &mut out,
+            SESSION_TAG,
+            &[&client.to_le_bytes(), &encode_session(session)],
+        );
+    }
+    f.end(&mut out);
+    out
+}
+
 /// Produces the stream of one read transaction, a block at a time.
 pub struct Export {
     reader: Reader,
     phase: Phase,
-    crc: crc32fast::Hasher,
-    records: u64,
-    bytes: u64,
+    framer: Framer,
 }
 
 impl Export {
@@ -53,9 +134,7 @@ impl Export {
         Ok(Export {
             reader,
             phase: Phase::Meta,
-            crc: crc32fast::Hasher::new(),
-            records: 0,
-            bytes: 0,
+            framer: Framer::default(),
         })
     }
 
@@ -70,24 +149,15 @@ impl Export {
     }
 
     pub fn records_so_far(&self) -> u64 {
-        self.records
+        self.framer.records
     }
 
     pub fn bytes_so_far(&self) -> u64 {
-        self.bytes
+        self.framer.bytes
     }
 
     fn push(&mut self, out: &mut Vec<u8>, tag: u8, parts: &[&[u8]]) {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let start = out.len();
-        out.push(tag);
-        out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-        for p in parts {
-            out.extend_from_slice(p);
-        }
-        self.crc.update(&out[start..]);
-        self.bytes += (out.len() - start) as u64;
-        self.records += 1;
+        self.framer.push(out, tag, parts);
     }
 
     /// The next block of whole records, about `target` bytes long; `None` after the end.
@@ -160,15 +230,7 @@ impl Export {
                     };
                 }
                 Phase::End => {
-                    let records = self.records;
-                    let crc = self.crc.clone().finalize();
-                    let start = out.len();
-                    out.push(END_TAG);
-                    out.extend_from_slice(&12u32.to_le_bytes());
-                    out.extend_from_slice(&records.to_le_bytes());
-                    out.extend_from_slice(&crc.to_le_bytes());
-                    self.bytes += (out.len() - start) as u64;
-                    self.records += 1;
+                    self.framer.end(&mut out);
                     self.phase = Phase::Done;
                 }
                 Phase::Done => break,

@@ -57,145 +57,143 @@ impl Node {
             )));
             return self.reply(addr, req.client_id, req.seq, r);
         }
+        if let Err(e) = req.op.validate() {
+            return self.reply(addr, req.client_id, req.seq, Err(e));
+        }
         let ClientRequest { client_id, seq, op } = req;
-        let result = match op {
-            ClientOp::Put { key, value } => {
-                if let Err(e) = check_key(&key) {
-                    Err(e)
-                } else if value.len() > MAX_VALUE_BYTES {
-                    Err(bad(format!(
-                        "value of {} bytes exceeds the {MAX_VALUE_BYTES}-byte limit",
-                        value.len()
-                    )))
-                } else {
-                    return self.propose_write(addr, client_id, seq, Command::Put { key, value });
-                }
-            }
-            ClientOp::Delete { key } => match check_key(&key) {
-                Err(e) => Err(e),
-                Ok(()) => return self.propose_write(addr, client_id, seq, Command::Delete { key }),
-            },
-            ClientOp::Compact { rev } => {
-                return self.propose_write(addr, client_id, seq, Command::Compact { revision: rev })
-            }
+        let r = Asker {
+            addr,
+            client_id,
+            seq,
+        };
+        match op {
+            ClientOp::Put { key, value } => self.propose_write(r, Command::Put { key, value }),
+            ClientOp::Delete { key } => self.propose_write(r, Command::Delete { key }),
+            ClientOp::Compact { rev } => self.propose_write(r, Command::Compact { revision: rev }),
             ClientOp::Get {
-                ref key,
-                consistency,
+                consistency: Consistency::Stale,
                 ..
-            } => match check_key(key) {
-                Err(e) => Err(e),
-                Ok(()) if consistency == Consistency::Stale => {
-                    return self.start_stale_read(addr, client_id, seq, op)
-                }
-                Ok(()) => return self.start_read(addr, client_id, seq, op),
-            },
-            ClientOp::History { ref key } => match check_key(key) {
-                Err(e) => Err(e),
-                Ok(()) => return self.start_read(addr, client_id, seq, op),
-            },
-            ClientOp::NodeDetail { name } => {
-                if name.is_empty() || name == self.cfg.name {
-                    Ok(ClientResponse::NodeDetail(self.node_detail()))
-                } else {
-                    Err(ClientError::NotFound {
-                        what: format!(
-                            "node {name} (a node describes only itself; ask the entrance)"
-                        ),
-                    })
-                }
-            }
-            ClientOp::StopNode { target } => match target {
-                StopTarget::Node { name } if name != self.cfg.name => Err(ClientError::NotFound {
-                    what: format!("node {name} (this is {})", self.cfg.name),
-                }),
-                StopTarget::Member { name, id }
-                    if name != self.cfg.name || id != self.raft.id() =>
-                {
-                    Err(ClientError::NotFound {
-                        what: format!(
-                            "member {name} ({id:x}) (this is {}, {:x})",
-                            self.cfg.name,
-                            self.raft.id()
-                        ),
-                    })
-                }
-                _ => {
-                    tracing::info!("stopping on request from {addr}");
-                    self.reply(addr, client_id, seq, Ok(ClientResponse::Done));
-                    self.shutdown.cancel();
-                    return;
-                }
-            },
-            ClientOp::TransferLeader { name } => match self.member_by_name(&name) {
-                None => Err(ClientError::NotFound {
-                    what: format!("member {name}"),
-                }),
-                Some(m) => self
-                    .raft
-                    .transfer_leader(m.id)
-                    .map(|()| ClientResponse::Done)
-                    .map_err(|e| self.raft_error(e)),
-            },
-            ClientOp::RemoveNode { name } => match self.member_by_name(&name) {
-                None => Err(ClientError::NotFound {
-                    what: format!("member {name}"),
-                }),
-                Some(m) => {
-                    let mut next = self.raft.membership().clone();
-                    next.members.remove(&m.id);
-                    return self.propose_config(addr, client_id, seq, next);
-                }
-            },
+            } => self.start_stale_read(r, op),
+            ClientOp::Get { .. } | ClientOp::History { .. } => self.start_read(r, op),
+            ClientOp::NodeDetail { name } => self.on_node_detail(r, &name),
+            ClientOp::StopNode { target } => self.on_stop(r, target),
+            ClientOp::TransferLeader { name } => self.on_transfer(r, &name),
+            ClientOp::RemoveNode { name } => self.on_remove(r, &name),
             ClientOp::AddMember {
                 id,
                 name,
                 addr: member_addr,
-            } => {
-                let current = self.raft.membership();
-                if !self.raft.is_leader() {
-                    // `Done` means committed, and only the leader knows that.
-                    self.not_leader()
-                } else if current.members.get(&id).is_some_and(|m| m.name == name) {
-                    if self.raft.membership_committed() {
-                        Ok(ClientResponse::Done)
-                    } else {
-                        // A retry while the change is still uncommitted: answer when it
-                        // commits, or with `NotLeader` if another leader's entry replaces it.
-                        return self.await_membership(addr, client_id, seq);
-                    }
-                } else if let Some(other) = current
-                    .members
-                    .values()
-                    .find(|m| m.name == name || m.addr == member_addr)
-                {
-                    Err(ClientError::Rejected {
-                        reason: format!("{} at {} is already a member", other.name, other.addr),
-                    })
-                } else {
-                    let mut next = current.clone();
-                    next.members.insert(
-                        id,
-                        Member {
-                            id,
-                            name,
-                            addr: member_addr.clone(),
-                            voter: false,
-                        },
-                    );
-                    if let Ok(a) = member_addr.parse() {
-                        self.seen.insert(id, a);
-                    }
-                    return self.propose_config(addr, client_id, seq, next);
-                }
-            }
+            } => self.on_add_member(r, id, name, member_addr),
             ClientOp::Status
             | ClientOp::PendingJoins
             | ClientOp::Approve { .. }
-            | ClientOp::Reject { .. } => Err(bad(
-                "this request is answered by the entrance, not by a node".into(),
-            )),
+            | ClientOp::Reject { .. } => self.answer(
+                r,
+                Err(bad(
+                    "this request is answered by the entrance, not by a node".into(),
+                )),
+            ),
+        }
+    }
+
+    fn answer(&mut self, r: Asker, result: Result<ClientResponse, ClientError>) {
+        self.reply(r.addr, r.client_id, r.seq, result);
+    }
+
+    fn on_node_detail(&mut self, r: Asker, name: &str) {
+        let result = if name.is_empty() || name == self.cfg.name {
+            Ok(ClientResponse::NodeDetail(self.node_detail()))
+        } else {
+            Err(ClientError::NotFound {
+                what: format!("node {name} (a node describes only itself; ask the entrance)"),
+            })
         };
-        self.reply(addr, client_id, seq, result);
+        self.answer(r, result);
+    }
+
+    fn on_stop(&mut self, r: Asker, target: StopTarget) {
+        let refused = match target {
+            StopTarget::Node { name } if name != self.cfg.name => {
+                Some(format!("node {name} (this is {})", self.cfg.name))
+            }
+            StopTarget::Member { name, id } if name != self.cfg.name || id != self.raft.id() => {
+                Some(format!(
+                    "member {name} ({id:x}) (this is {}, {:x})",
+                    self.cfg.name,
+                    self.raft.id()
+                ))
+            }
+            _ => None,
+        };
+        if let Some(what) = refused {
+            return self.answer(r, Err(ClientError::NotFound { what }));
+        }
+        tracing::info!("stopping on request from {}", r.addr);
+        self.answer(r, Ok(ClientResponse::Done));
+        self.shutdown.cancel();
+    }
+
+    fn on_transfer(&mut self, r: Asker, name: &str) {
+        let result = match self.member_by_name(name) {
+            None => Err(ClientError::NotFound {
+                what: format!("member {name}"),
+            }),
+            Some(m) => self
+                .raft
+                .transfer_leader(m.id)
+                .map(|()| ClientResponse::Done)
+                .map_err(|e| self.raft_error(e)),
+        };
+        self.answer(r, result);
+    }
+
+    fn on_remove(&mut self, r: Asker, name: &str) {
+        let Some(m) = self.member_by_name(name) else {
+            let what = format!("member {name}");
+            return self.answer(r, Err(ClientError::NotFound { what }));
+        };
+        let mut next = self.raft.membership().clone();
+        next.members.remove(&m.id);
+        self.propose_config(r, next);
+    }
+
+    fn on_add_member(&mut self, r: Asker, id: NodeId, name: String, member_addr: String) {
+        let current = self.raft.membership();
+        if !self.raft.is_leader() {
+            // `Done` means committed, and only the leader knows that.
+            let result = self.not_leader();
+            return self.answer(r, result);
+        }
+        if current.members.get(&id).is_some_and(|m| m.name == name) {
+            if self.raft.membership_committed() {
+                return self.answer(r, Ok(ClientResponse::Done));
+            }
+            // A retry while the change is still uncommitted: answer when it commits, or
+            // with `NotLeader` if another leader's entry replaces it.
+            return self.await_membership(r);
+        }
+        if let Some(other) = current
+            .members
+            .values()
+            .find(|m| m.name == name || m.addr == member_addr)
+        {
+            let reason = format!("{} at {} is already a member", other.name, other.addr);
+            return self.answer(r, Err(ClientError::Rejected { reason }));
+        }
+        let mut next = current.clone();
+        next.members.insert(
+            id,
+            Member {
+                id,
+                name,
+                addr: member_addr.clone(),
+                voter: false,
+            },
+        );
+        if let Ok(a) = member_addr.parse() {
+            self.seen.insert(id, a);
+        }
+        self.propose_config(r, next);
     }
 
     pub(super) fn member_by_name(&self, name: &str) -> Option<Member> {
@@ -223,29 +221,23 @@ impl Node {
         }
     }
 
-    pub(super) fn propose_write(
-        &mut self,
-        addr: SocketAddr,
-        client_id: u64,
-        seq: u64,
-        cmd: Command,
-    ) {
+    fn propose_write(&mut self, r: Asker, cmd: Command) {
         if !self.raft.is_leader() {
-            let r = self.not_leader();
-            return self.reply(addr, client_id, seq, r);
+            let result = self.not_leader();
+            return self.answer(r, result);
         }
         let entry_time_ms = self.replicated_now();
         let payload = LogCommand {
             entry_time_ms,
             req: ClientCommand {
-                client_id,
-                seq,
+                client_id: r.client_id,
+                seq: r.seq,
                 cmd,
             },
         }
         .encode();
         let proposed = self.raft.propose(payload);
-        self.track_proposal(proposed, PendingKind::Write, addr, client_id, seq);
+        self.track_proposal(proposed, PendingKind::Write, r);
     }
 
     /// The time to stamp on a new entry (see `clock.rs`).
@@ -267,59 +259,56 @@ impl Node {
         })
     }
 
-    pub(super) fn propose_config(
-        &mut self,
-        addr: SocketAddr,
-        client_id: u64,
-        seq: u64,
-        next: Membership,
-    ) {
+    fn propose_config(&mut self, r: Asker, next: Membership) {
         let proposed = self.raft.propose_membership(next);
-        self.track_proposal(proposed, PendingKind::Config, addr, client_id, seq);
+        self.track_proposal(proposed, PendingKind::Config, r);
     }
 
-    pub(super) fn await_membership(&mut self, addr: SocketAddr, client_id: u64, seq: u64) {
+    fn await_membership(&mut self, r: Asker) {
         let index = self.raft.membership_index();
         let Some(term) = self.raft.log().term(index) else {
-            let r = Err(ClientError::Unavailable {
+            let result = Err(ClientError::Unavailable {
                 reason: "the membership change is being committed; retry shortly".into(),
             });
-            return self.reply(addr, client_id, seq, r);
+            return self.answer(r, result);
         };
         let proposed = Ok(crate::raft::Proposal { index, term });
-        self.track_proposal(proposed, PendingKind::Config, addr, client_id, seq);
+        self.track_proposal(proposed, PendingKind::Config, r);
     }
 
     /// Remembers who waits for a proposal's entry, or tells them at once why it was refused.
-    pub(super) fn track_proposal(
+    fn track_proposal(
         &mut self,
         proposed: Result<crate::raft::Proposal, RaftError>,
         kind: PendingKind,
-        addr: SocketAddr,
-        client_id: u64,
-        seq: u64,
+        r: Asker,
     ) {
         match proposed {
             Ok(p) if self.pending_writes.contains_key(&p.index) => {
                 // Only a retried membership change can land on an index already waited on;
                 // its first request is answered when the entry applies.
-                let r = Err(ClientError::Unavailable {
+                let result = Err(ClientError::Unavailable {
                     reason: "the membership change is being committed; retry shortly".into(),
                 });
-                self.reply(addr, client_id, seq, r);
+                self.answer(r, result);
             }
             Ok(p) => {
-                let w = PendingWrite::new(p.term, addr, client_id, seq, kind);
+                let w = PendingWrite::new(p.term, r.addr, r.client_id, r.seq, kind);
                 self.pending_writes.insert(p.index, w);
             }
             Err(e) => {
                 let e = self.raft_error(e);
-                self.reply(addr, client_id, seq, Err(e));
+                self.answer(r, Err(e));
             }
         }
     }
 
-    pub(super) fn start_read(&mut self, addr: SocketAddr, client_id: u64, seq: u64, op: ClientOp) {
+    fn start_read(&mut self, r: Asker, op: ClientOp) {
+        let Asker {
+            addr,
+            client_id,
+            seq,
+        } = r;
         let ctx = self.next_ctx;
         self.next_ctx += 1;
         match self.raft.read_index(ctx) {
@@ -333,17 +322,14 @@ impl Node {
             }
         }
     }
-}
 
-impl Node {
     /// A read from whatever this node has applied, without asking the leader.
-    pub(super) fn start_stale_read(
-        &mut self,
-        addr: SocketAddr,
-        client_id: u64,
-        seq: u64,
-        op: ClientOp,
-    ) {
+    fn start_stale_read(&mut self, r: Asker, op: ClientOp) {
+        let Asker {
+            addr,
+            client_id,
+            seq,
+        } = r;
         let ctx = self.next_ctx;
         self.next_ctx += 1;
         self.applier.send(ApplyMsg::Read {
@@ -360,15 +346,10 @@ pub fn bad(reason: String) -> ClientError {
     ClientError::BadRequest { reason }
 }
 
-fn check_key(key: &[u8]) -> Result<(), ClientError> {
-    if key.is_empty() {
-        return Err(bad("the key is empty; give a non-empty key".into()));
-    }
-    if key.len() > MAX_KEY_BYTES {
-        return Err(bad(format!(
-            "key of {} bytes exceeds the {MAX_KEY_BYTES}-byte limit",
-            key.len()
-        )));
-    }
-    Ok(())
+/// Who asked: where to send the answer, and the request it answers.
+#[derive(Clone, Copy)]
+struct Asker {
+    addr: SocketAddr,
+    client_id: u64,
+    seq: u64,
 }

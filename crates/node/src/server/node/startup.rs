@@ -119,6 +119,8 @@ async fn serve(
         .create_dir_all(&cfg.data_dir)
         .map_err(|e| ServerError::io("create", &cfg.data_dir, e))?;
     let store = Store::open(&*cfg.disk.vfs, &cfg.data_dir.join(STORE_FILE), &store_cfg)?;
+    let mut store = store;
+    migrate_legacy_snapshot(&mut storage, &mut store, &cfg, &store_cfg)?;
     let init = recover(&mut storage, &store)?;
     let applied_membership = store.meta().membership.clone();
     let mut rc = RaftConfig::new(identity.node_id);
@@ -168,6 +170,49 @@ async fn serve(
     node.data_dir_bytes = dir_size(&node.cfg.data_dir);
     tracing::info!(name = %node.cfg.name, listen = %bound, advertise = %node.advertise, "node running");
     node.event_loop().await
+}
+
+/// A data dir of an earlier MyRaft keeps the state in the log's snapshot file and has no
+/// store: the snapshot becomes the store, once, before anything else reads either.
+pub(in crate::server) fn migrate_legacy_snapshot(
+    storage: &mut DiskStorage,
+    store: &mut Store,
+    cfg: &NodeConfig,
+    store_cfg: &StoreConfig,
+) -> Result<(), ServerError> {
+    if store.meta().applied_index > 0 {
+        return Ok(());
+    }
+    let Some(snap) = storage.snapshot()? else {
+        return Ok(());
+    };
+    if snap.data.is_empty() {
+        return Ok(());
+    }
+    let sm = crate::state_machine::StateMachine::restore(&snap.data).map_err(|e| {
+        ServerError::Recovery(format!(
+            "the log's snapshot at index {} (from an earlier MyRaft) cannot be read: {e}",
+            snap.meta.last_index
+        ))
+    })?;
+    let bytes = crate::store::stream::model_stream(&sm, snap.meta.last_term, snap.meta.membership);
+    let incoming = store.path().with_extension("redb.incoming");
+    let vfs = &*cfg.disk.vfs;
+    let mut import = crate::store::Import::create(vfs, &incoming, store_cfg.cache_bytes)?;
+    let stream_err = |e: crate::store::ImportError| {
+        ServerError::Recovery(format!(
+            "moving the log's snapshot into the state store: {e}"
+        ))
+    };
+    import.feed(&bytes).map_err(stream_err)?;
+    import.finish().map_err(stream_err)?;
+    store.replace_with(vfs, &incoming, store_cfg)?;
+    tracing::info!(
+        index = snap.meta.last_index,
+        keys = store.meta().kv.live_keys,
+        "moved the state of an earlier MyRaft from the log's snapshot into the state store"
+    );
+    Ok(())
 }
 
 /// What the core starts from: the log, made to agree with the state store.
