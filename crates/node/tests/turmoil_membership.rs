@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
-use support::{bind, membership, node_addr, node_config, put_op, Client};
+use support::{bind, for_each_seed, membership, node_addr, node_config, put_op, Client};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC3;
@@ -79,24 +79,6 @@ where
         watch(&mut sim, &seen).map_err(|e| format!("{e}; {}", seen.join("; ")))?;
         if done {
             return Ok(());
-        }
-    }
-}
-
-fn seeds() -> Vec<u64> {
-    match std::env::var("MYRAFT_SEED") {
-        Ok(s) => vec![s
-            .trim()
-            .parse()
-            .expect("MYRAFT_SEED must be an unsigned integer")],
-        Err(_) => (0..3).collect(),
-    }
-}
-
-fn for_each_seed(test: impl Fn(u64) -> Result<(), String>) {
-    for seed in seeds() {
-        if let Err(e) = test(seed) {
-            panic!("seed {seed} failed: {e}\nreplay with MYRAFT_SEED={seed}");
         }
     }
 }

@@ -42,20 +42,34 @@ pub enum ApplyMsg {
         index: u64,
         op: ClientOp,
     },
-    /// Bytes of the snapshot stream `(index, term)` from `from`, in order; offset 0 begins it.
-    SnapshotBytes {
-        from: NodeId,
-        index: u64,
-        term: u64,
-        offset: u64,
-        data: Vec<u8>,
-        done: bool,
-    },
+    /// Bytes of a snapshot stream, in order.
+    SnapshotBytes(StreamBytes),
     /// Open a read transaction to stream to follower `to`.
     Export {
         to: NodeId,
     },
     Shutdown,
+}
+
+/// Bytes of the snapshot stream `(index, term)` from `from`; offset 0 begins it.
+#[derive(Debug)]
+pub struct StreamBytes {
+    pub from: NodeId,
+    pub index: u64,
+    pub term: u64,
+    pub offset: u64,
+    pub data: Vec<u8>,
+    pub done: bool,
+}
+
+impl StreamBytes {
+    /// Whether `next` carries on right where these bytes end, in the same stream.
+    fn continued_by(&self, next: &StreamBytes) -> bool {
+        let end = self.offset + self.data.len() as u64;
+        !self.done
+            && (self.from, self.index, self.term, end)
+                == (next.from, next.index, next.term, next.offset)
+    }
 }
 
 /// Where the store stands, for status output and for the loop's decisions.
@@ -181,15 +195,7 @@ impl ApplyCore {
                         ApplyMsg::Read { ctx, index, op } => {
                             self.reads.entry(index).or_default().push((ctx, op));
                         }
-                        ApplyMsg::SnapshotBytes {
-                            from,
-                            index,
-                            term,
-                            offset,
-                            data,
-                            done,
-                        } => self
-                            .on_snapshot_bytes(from, index, term, offset, &data, done, now_ms, out),
+                        ApplyMsg::SnapshotBytes(b) => self.on_snapshot_bytes(b, now_ms, out),
                         ApplyMsg::Export { to } => {
                             match self.store.reader().and_then(|r| r.export()) {
                                 Ok(export) => out.push(ApplyEvent::Export { to, export }),
@@ -301,18 +307,15 @@ impl ApplyCore {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn on_snapshot_bytes(
-        &mut self,
-        from: NodeId,
-        index: u64,
-        term: u64,
-        offset: u64,
-        data: &[u8],
-        done: bool,
-        now_ms: u64,
-        out: &mut Vec<ApplyEvent>,
-    ) {
+    fn on_snapshot_bytes(&mut self, b: StreamBytes, now_ms: u64, out: &mut Vec<ApplyEvent>) {
+        let StreamBytes {
+            from,
+            index,
+            term,
+            offset,
+            data,
+            done,
+        } = b;
         if offset == 0 {
             self.incoming = None;
             match Import::create(&*self.vfs, &self.incoming_path, self.cfg.cache_bytes) {
@@ -342,7 +345,7 @@ impl ApplyCore {
             });
         }
         inc.next_offset += data.len() as u64;
-        let fed = inc.import.feed(data);
+        let fed = inc.import.feed(&data);
         let result = match (fed, done) {
             (Err(e), _) => Err(e),
             (Ok(()), false) => return,
@@ -397,29 +400,12 @@ impl ApplyCore {
 fn coalesce(msgs: impl IntoIterator<Item = ApplyMsg>) -> Vec<ApplyMsg> {
     let mut out: Vec<ApplyMsg> = Vec::new();
     for msg in msgs {
-        if let (
-            Some(ApplyMsg::SnapshotBytes {
-                from,
-                index,
-                term,
-                offset,
-                data,
-                done,
-            }),
-            ApplyMsg::SnapshotBytes {
-                from: f,
-                index: i,
-                term: t,
-                offset: o,
-                data: d,
-                done: end,
-            },
-        ) = (out.last_mut(), &msg)
+        if let (Some(ApplyMsg::SnapshotBytes(prev)), ApplyMsg::SnapshotBytes(next)) =
+            (out.last_mut(), &msg)
         {
-            let next = *offset + data.len() as u64;
-            if (*from, *index, *term, next) == (*f, *i, *t, *o) && !*done {
-                data.extend_from_slice(d);
-                *done = *end;
+            if prev.continued_by(next) {
+                prev.data.extend_from_slice(&next.data);
+                prev.done = next.done;
                 continue;
             }
         }
@@ -674,22 +660,20 @@ mod tests {
     use super::*;
 
     fn bytes(offset: u64, len: usize, done: bool) -> ApplyMsg {
-        ApplyMsg::SnapshotBytes {
+        ApplyMsg::SnapshotBytes(StreamBytes {
             from: 1,
             index: 10,
             term: 2,
             offset,
             data: vec![7; len],
             done,
-        }
+        })
     }
 
     fn shape(msgs: &[ApplyMsg]) -> Vec<(u64, usize, bool)> {
         msgs.iter()
             .map(|m| match m {
-                ApplyMsg::SnapshotBytes {
-                    offset, data, done, ..
-                } => (*offset, data.len(), *done),
+                ApplyMsg::SnapshotBytes(b) => (b.offset, b.data.len(), b.done),
                 _ => (u64::MAX, 0, false),
             })
             .collect()

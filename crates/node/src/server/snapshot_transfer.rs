@@ -11,7 +11,7 @@
 //! The receiving side takes the chunks in order and hands their bytes to the applier, which
 //! builds the new store file as they come.
 
-use super::applier::ApplyMsg;
+use super::applier::{ApplyMsg, StreamBytes};
 use super::transport::Transport;
 use crate::store::Export;
 use myraft_wire::envelope::Body;
@@ -476,14 +476,14 @@ impl SnapshotTransfers {
                 }
                 inc.leader_term = leader_term;
                 inc.total_estimate = total_estimate;
-                Some(ApplyMsg::SnapshotBytes {
+                Some(ApplyMsg::SnapshotBytes(StreamBytes {
                     from,
                     index,
                     term,
                     offset: a.offset,
                     data: a.data,
                     done: a.done,
-                })
+                }))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "bad snapshot chunk from {from:x}; dropped");
@@ -594,12 +594,11 @@ mod tests {
                 if sent % 7 == 0 {
                     continue;
                 }
-                if let Some(ApplyMsg::SnapshotBytes {
-                    data, done: end, ..
-                }) = follower.on_chunk(&mut t2, LEADER, addr(1), c)
+                if let Some(ApplyMsg::SnapshotBytes(b)) =
+                    follower.on_chunk(&mut t2, LEADER, addr(1), c)
                 {
-                    import.feed(&data).unwrap();
-                    done |= end;
+                    import.feed(&b.data).unwrap();
+                    done |= b.done;
                 }
             }
             for body in drain(&air2) {

@@ -22,6 +22,7 @@ pub(crate) mod tests;
 pub use command::{
     ApplyError, ApplyResult, ClientCommand, Command, DecodeError, LogCommand, Reply,
 };
+pub(crate) use mvcc::readable_at;
 pub use mvcc::{DeleteOutcome, History, KeyValue, KeyVersion, KvError, Mvcc, MvccStats};
 
 use serde::{Deserialize, Serialize};

@@ -221,21 +221,8 @@ impl Mvcc {
         }
     }
 
-    /// Resolves and checks a read revision, as etcd's `rangeKeys` does.
     fn check_readable(&self, at_revision: Option<u64>) -> Result<u64, KvError> {
-        let at = at_revision.unwrap_or(self.revision);
-        if at > self.revision {
-            return Err(KvError::FutureRevision {
-                requested: at,
-                current: self.revision,
-            });
-        }
-        if at < self.compacted_before {
-            return Err(KvError::Compacted {
-                compacted_before: self.compacted_before,
-            });
-        }
-        Ok(at)
+        readable_at(at_revision, self.revision, self.compacted_before)
     }
 
     /// Forgets what no read at `revision` or later can see, and makes reads below `revision`
@@ -296,6 +283,26 @@ impl Mvcc {
         self.counts = counts;
         Ok(())
     }
+}
+
+/// Resolves and checks a read revision, as etcd's `rangeKeys` does: `None` reads the
+/// current revision; the future and the compacted past are refused.
+pub(crate) fn readable_at(
+    at_revision: Option<u64>,
+    revision: u64,
+    compacted_before: u64,
+) -> Result<u64, KvError> {
+    let at = at_revision.unwrap_or(revision);
+    if at > revision {
+        return Err(KvError::FutureRevision {
+            requested: at,
+            current: revision,
+        });
+    }
+    if at < compacted_before {
+        return Err(KvError::Compacted { compacted_before });
+    }
+    Ok(at)
 }
 
 fn check_versions(versions: &[KeyVersion], current: u64) -> Result<(), String> {

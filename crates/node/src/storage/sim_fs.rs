@@ -201,6 +201,28 @@ impl SimFs {
         }
     }
 
+    /// Creates an empty file (a durable step); `paged` for one written at any offset.
+    fn create(&self, path: &Path, paged: bool) -> io::Result<u64> {
+        if !self.lock().dirs.contains(&parent(path)) {
+            return Err(not_found(&parent(path)));
+        }
+        let mut id = 0;
+        self.simple(&format!("create {}", path.display()), |s| {
+            id = s.next_inode;
+            s.next_inode += 1;
+            s.inodes.insert(
+                id,
+                Inode {
+                    paged,
+                    ..Inode::default()
+                },
+            );
+            s.names.insert(path.to_path_buf(), id);
+            Ok(())
+        })?;
+        Ok(id)
+    }
+
     /// A simple step: done unless a fault fires.
     fn simple(&self, what: &str, f: impl FnOnce(&mut State) -> io::Result<()>) -> io::Result<()> {
         let mut s = self.lock();
@@ -286,26 +308,7 @@ impl Vfs for SimFs {
         let existing = self.lock().names.get(path).copied();
         let inode = match existing {
             Some(id) => id,
-            None => {
-                if !self.lock().dirs.contains(&parent(path)) {
-                    return Err(not_found(&parent(path)));
-                }
-                let mut id = 0;
-                self.simple(&format!("create {}", path.display()), |s| {
-                    id = s.next_inode;
-                    s.next_inode += 1;
-                    s.inodes.insert(
-                        id,
-                        Inode {
-                            paged: true,
-                            ..Inode::default()
-                        },
-                    );
-                    s.names.insert(path.to_path_buf(), id);
-                    Ok(())
-                })?;
-                id
-            }
+            None => self.create(path, true)?,
         };
         if let Some(i) = self.lock().inodes.get_mut(&inode) {
             i.paged = true;
@@ -337,20 +340,7 @@ impl Vfs for SimFs {
                 })?;
                 id
             }
-            (_, None) => {
-                if !self.lock().dirs.contains(&parent(path)) {
-                    return Err(not_found(&parent(path)));
-                }
-                let mut id = 0;
-                self.simple(&format!("create {}", path.display()), |s| {
-                    id = s.next_inode;
-                    s.next_inode += 1;
-                    s.inodes.insert(id, Inode::default());
-                    s.names.insert(path.to_path_buf(), id);
-                    Ok(())
-                })?;
-                id
-            }
+            (_, None) => self.create(path, false)?,
         };
         Ok(Box::new(SimFile {
             fs: self.clone(),

@@ -560,18 +560,31 @@ impl Tables<'_> {
                 (rev, 1)
             }
         };
-        let row = record::encode(key, create, version, Some(value));
+        self.write_version(rev, key, create, version, Some(value))?;
+        self.latest
+            .insert(key, (rev, create, version))
+            .map_err(|e| StoreError::db(self.path, e))?;
+        kv.versions += 1;
+        Ok(rev)
+    }
+
+    /// The revision row and the key index entry of one write.
+    fn write_version(
+        &mut self,
+        rev: u64,
+        key: &[u8],
+        create: u64,
+        version: u64,
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let row = record::encode(key, create, version, value);
         self.revs
             .insert(rev, row.as_slice())
             .map_err(|e| StoreError::db(self.path, e))?;
         self.idx
             .insert((key, rev), ())
             .map_err(|e| StoreError::db(self.path, e))?;
-        self.latest
-            .insert(key, (rev, create, version))
-            .map_err(|e| StoreError::db(self.path, e))?;
-        kv.versions += 1;
-        Ok(rev)
+        Ok(())
     }
 
     /// Like etcd, deleting a key that does not exist writes nothing and keeps the revision.
@@ -589,13 +602,7 @@ impl Tables<'_> {
         }
         kv.revision += 1;
         let rev = kv.revision;
-        let row = record::encode(key, 0, 0, None);
-        self.revs
-            .insert(rev, row.as_slice())
-            .map_err(|e| StoreError::db(self.path, e))?;
-        self.idx
-            .insert((key, rev), ())
-            .map_err(|e| StoreError::db(self.path, e))?;
+        self.write_version(rev, key, 0, 0, None)?;
         kv.versions += 1;
         kv.live_keys -= 1;
         Ok(DeleteOutcome {
@@ -706,19 +713,7 @@ impl Reader {
 
     fn check_readable(&self, at: Option<u64>) -> Result<u64, KvError> {
         let kv = &self.meta.kv;
-        let at = at.unwrap_or(kv.revision);
-        if at > kv.revision {
-            return Err(KvError::FutureRevision {
-                requested: at,
-                current: kv.revision,
-            });
-        }
-        if at < kv.compacted_before {
-            return Err(KvError::Compacted {
-                compacted_before: kv.compacted_before,
-            });
-        }
-        Ok(at)
+        crate::state_machine::readable_at(at, kv.revision, kv.compacted_before)
     }
 
     /// Reads `key` as of `at_revision` (the current revision if `None`). `Ok(Ok(None))`

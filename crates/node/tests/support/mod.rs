@@ -337,3 +337,23 @@ pub fn name_of(names: &[&'static str], addr: SocketAddr) -> &'static str {
         .copied()
         .unwrap_or("?")
 }
+
+/// The seeds a scripted scenario runs: `MYRAFT_SEED=N` alone, else 0..3.
+pub fn seeds() -> Vec<u64> {
+    match std::env::var("MYRAFT_SEED") {
+        Ok(s) => vec![s
+            .trim()
+            .parse()
+            .expect("MYRAFT_SEED must be an unsigned integer")],
+        Err(_) => (0..3).collect(),
+    }
+}
+
+/// Runs `test` for each of [`seeds`]; a failure names its seed and how to replay it.
+pub fn for_each_seed(test: impl Fn(u64) -> Result<(), String>) {
+    for seed in seeds() {
+        if let Err(e) = test(seed) {
+            panic!("seed {seed} failed: {e}\nreplay with MYRAFT_SEED={seed}");
+        }
+    }
+}

@@ -304,32 +304,21 @@ impl Node {
     }
 
     fn start_read(&mut self, r: Asker, op: ClientOp) {
-        let Asker {
-            addr,
-            client_id,
-            seq,
-        } = r;
         let ctx = self.next_ctx;
         self.next_ctx += 1;
         match self.raft.read_index(ctx) {
             Ok(()) => {
-                self.pending_reads
-                    .insert(ctx, ReadRequest::new(addr, client_id, seq, op));
+                self.pending_reads.insert(ctx, r.waiting_for(op));
             }
             Err(e) => {
                 let e = self.raft_error(e);
-                self.reply(addr, client_id, seq, Err(e));
+                self.answer(r, Err(e));
             }
         }
     }
 
     /// A read from whatever this node has applied, without asking the leader.
     fn start_stale_read(&mut self, r: Asker, op: ClientOp) {
-        let Asker {
-            addr,
-            client_id,
-            seq,
-        } = r;
         let ctx = self.next_ctx;
         self.next_ctx += 1;
         self.applier.send(ApplyMsg::Read {
@@ -337,8 +326,7 @@ impl Node {
             index: 0,
             op: op.clone(),
         });
-        self.pending_reads
-            .insert(ctx, ReadRequest::new(addr, client_id, seq, op));
+        self.pending_reads.insert(ctx, r.waiting_for(op));
     }
 }
 
@@ -352,4 +340,10 @@ struct Asker {
     addr: SocketAddr,
     client_id: u64,
     seq: u64,
+}
+
+impl Asker {
+    fn waiting_for(self, op: ClientOp) -> ReadRequest {
+        ReadRequest::new(self.addr, self.client_id, self.seq, op)
+    }
 }
