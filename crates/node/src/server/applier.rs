@@ -656,8 +656,52 @@ fn apply_thread(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
+    use crate::storage::OsFs;
+    use crate::store::STORE_FILE;
+    use myraft_wire::raft::EntryPayload;
+
+    /// The loop hands over far more than the queue holds (the rest waits in the overflow,
+    /// not in the loop); the thread applies all of it, in order, and syncs before it stops.
+    #[test]
+    fn what_overflows_the_queue_is_applied_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&OsFs, &dir.path().join(STORE_FILE), &StoreConfig::default()).unwrap();
+        let core = ApplyCore::new(
+            store,
+            Arc::new(OsFs),
+            StoreConfig::default(),
+            Duration::from_millis(5),
+        );
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut applier = Applier::spawn(core, tx).unwrap();
+        let n = (QUEUE as u64) * 8;
+        for index in 1..=n {
+            applier.send(ApplyMsg::Entries(vec![Entry {
+                term: 1,
+                index,
+                payload: EntryPayload::Noop,
+            }]));
+        }
+        applier.shutdown();
+        let mut applied = Vec::new();
+        let mut synced = 0;
+        while let Ok(ev) = rx.try_recv() {
+            match ev {
+                ApplyEvent::Applied { entries, .. } => {
+                    applied.extend(entries.iter().map(|a| a.index));
+                }
+                ApplyEvent::Synced(s) => synced = s.synced_index,
+                ApplyEvent::Fatal(e) => panic!("{e}"),
+                _ => {}
+            }
+        }
+        assert_eq!(applied, (1..=n).collect::<Vec<_>>());
+        assert_eq!(synced, n, "shutdown syncs what was applied");
+    }
 
     fn bytes(offset: u64, len: usize, done: bool) -> ApplyMsg {
         ApplyMsg::SnapshotBytes(StreamBytes {
