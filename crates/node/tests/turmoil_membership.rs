@@ -54,13 +54,7 @@ where
     F: std::future::Future<Output = Result<(), String>> + 'static,
 {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .simulation_duration(Duration::from_secs(120))
-        .tick_duration(Duration::from_millis(2))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
-        .build();
+    let mut sim = support::sim_builder(seed, Duration::from_secs(120)).build();
     for (i, name) in NODES.into_iter().enumerate() {
         let dir = tmp.path().join(name);
         sim.host(name, move || node(seed, i, dir.clone()));

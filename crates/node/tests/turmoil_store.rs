@@ -52,12 +52,7 @@ where
     F: std::future::Future<Output = Result<(), String>> + 'static,
 {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut sim = turmoil::Builder::new()
-        .rng_seed(seed)
-        .simulation_duration(Duration::from_secs(300))
-        .tick_duration(Duration::from_millis(2))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
+    let mut sim = support::sim_builder(seed, Duration::from_secs(300))
         .repair_rate(0.3)
         .udp_capacity(4096)
         .build();

@@ -357,3 +357,14 @@ pub fn for_each_seed(test: impl Fn(u64) -> Result<(), String>) {
         }
     }
 }
+
+/// A simulated network for the scripted scenarios: seeded, 2 ms ticks, 1–5 ms latency.
+pub fn sim_builder(seed: u64, duration: Duration) -> turmoil::Builder {
+    let mut b = turmoil::Builder::new();
+    b.rng_seed(seed)
+        .simulation_duration(duration)
+        .tick_duration(Duration::from_millis(2))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5));
+    b
+}
