@@ -124,6 +124,10 @@ pub struct Transfer {
     /// The sender's estimate of the whole stream; 0 while it knows nothing yet.
     pub bytes_total: u64,
     pub elapsed_ms: u64,
+    /// The stream continues a partial store the receiver kept, from after this revision;
+    /// 0 for a stream from the start.
+    #[serde(default)]
+    pub resumed_after_revision: u64,
 }
 
 #[cfg(test)]

@@ -6,6 +6,12 @@
 //! the receiver takes them strictly in order with a [`ChunkReceiver`] and acknowledges how
 //! far it got, so the sender resends from there after a loss (go-back-N: simple, and loss is
 //! rare on a LAN). What the bytes mean is up to the server; this module only moves them.
+//!
+//! A receiver that kept part of an earlier stream (its sender died, or it restarted itself)
+//! may ask for a stream that continues it: it answers the first chunk of a new transfer with
+//! a [`ResumePoint`], and the sender, if the point holds for its state, sends a stream of
+//! what comes after it (`after_revision`); otherwise a whole one, marked as having weighed
+//! the offer (`resume_considered`), which the receiver then takes.
 
 use crate::raft::{Index, Term};
 use serde::{Deserialize, Serialize};
@@ -30,6 +36,45 @@ pub struct SnapshotChunk {
     /// The sender's estimate of the stream's length, for progress reports only; 0 if it
     /// has none yet.
     pub total_estimate: u64,
+    /// The stream holds only what comes after this revision: it continues a partial store
+    /// the receiver offered ([`ResumePoint`]). 0 for a whole stream.
+    #[serde(default)]
+    pub after_revision: u64,
+    /// The sender weighed the receiver's resume offer: a whole stream marked so is to be
+    /// taken, not answered with the offer again.
+    #[serde(default)]
+    pub resume_considered: bool,
+}
+
+impl SnapshotChunk {
+    /// What names a transfer: the log position and where the stream starts. Two streams of
+    /// one name hold the same bytes (they are read from equal states).
+    pub fn stream(&self) -> StreamId {
+        StreamId {
+            index: self.snapshot_index,
+            term: self.snapshot_term,
+            after_revision: self.after_revision,
+        }
+    }
+}
+
+/// The name of one transfer's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamId {
+    pub index: Index,
+    pub term: Term,
+    pub after_revision: u64,
+}
+
+/// How far a partial store from an earlier stream goes: every revision row through
+/// `after_revision` of a state compacted below `compacted_before`. A sender whose state has
+/// the same rows there can send only what follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumePoint {
+    pub after_revision: u64,
+    pub compacted_before: u64,
+    /// CRC-32 of the row at `after_revision`: a cheap check that both sides mean one row.
+    pub row_crc: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,6 +86,23 @@ pub struct SnapshotChunkAck {
     pub next_offset: u64,
     /// The whole stream arrived.
     pub done: bool,
+    /// The `after_revision` of the chunk acknowledged: with the log position, which stream.
+    #[serde(default)]
+    pub after_revision: u64,
+    /// With `next_offset` 0: the receiver holds part of an earlier stream and asks for one
+    /// that continues it (or, with `after_revision` 0 in the point, for a whole one).
+    #[serde(default)]
+    pub resume: Option<ResumePoint>,
+}
+
+impl SnapshotChunkAck {
+    pub fn stream(&self) -> StreamId {
+        StreamId {
+            index: self.snapshot_index,
+            term: self.snapshot_term,
+            after_revision: self.after_revision,
+        }
+    }
 }
 
 /// How many data bytes fit in one chunk so that its datagram stays within `payload_budget`.
@@ -68,6 +130,8 @@ pub fn chunk_at(
         data: bytes[start..end].to_vec(),
         done: end == bytes.len(),
         total_estimate: bytes.len() as u64,
+        after_revision: 0,
+        resume_considered: false,
     }
 }
 
@@ -115,8 +179,7 @@ pub struct ChunkReceiver {
 
 #[derive(Debug)]
 struct Transfer {
-    index: Index,
-    term: Term,
+    stream: StreamId,
     next_offset: u64,
     done: bool,
 }
@@ -130,11 +193,19 @@ impl ChunkReceiver {
         }
     }
 
-    /// The transfer under way: its log position and the bytes received so far.
-    pub fn position(&self) -> Option<(Index, Term, u64, bool)> {
+    /// The transfer under way: its stream, the bytes received so far, and whether they are
+    /// all of it.
+    pub fn position(&self) -> Option<(StreamId, u64, bool)> {
         self.current
             .as_ref()
-            .map(|t| (t.index, t.term, t.next_offset, t.done))
+            .map(|t| (t.stream, t.next_offset, t.done))
+    }
+
+    /// Whether `chunk` belongs to the transfer under way.
+    pub fn is_current(&self, chunk: &SnapshotChunk) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|t| t.stream == chunk.stream())
     }
 
     /// Forgets the transfer under way: its next chunk is answered with "from the start".
@@ -149,17 +220,12 @@ impl ChunkReceiver {
         &mut self,
         chunk: SnapshotChunk,
     ) -> Result<(Option<Accepted>, SnapshotChunkAck), ChunkError> {
-        let same = self
-            .current
-            .as_ref()
-            .is_some_and(|t| (t.index, t.term) == (chunk.snapshot_index, chunk.snapshot_term));
-        if !same {
+        if !self.is_current(&chunk) {
             if chunk.offset != 0 {
                 return Ok((None, ack_for(&chunk, 0, false)));
             }
             self.current = Some(Transfer {
-                index: chunk.snapshot_index,
-                term: chunk.snapshot_term,
+                stream: chunk.stream(),
                 next_offset: 0,
                 done: false,
             });
@@ -190,12 +256,15 @@ impl ChunkReceiver {
     }
 }
 
-fn ack_for(chunk: &SnapshotChunk, next_offset: u64, done: bool) -> SnapshotChunkAck {
+/// The acknowledgement of `chunk` saying every byte before `next_offset` arrived.
+pub fn ack_for(chunk: &SnapshotChunk, next_offset: u64, done: bool) -> SnapshotChunkAck {
     SnapshotChunkAck {
         snapshot_index: chunk.snapshot_index,
         snapshot_term: chunk.snapshot_term,
         next_offset,
         done,
+        after_revision: chunk.after_revision,
+        resume: None,
     }
 }
 

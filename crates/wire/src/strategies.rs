@@ -18,7 +18,7 @@ use crate::raft::{
     InstallSnapshotResponse, Member, Membership, RaftBody, RaftMessage, RequestVote,
     RequestVoteResponse, Snapshot, SnapshotMeta, TimeoutNow,
 };
-use crate::snapshot::{SnapshotChunk, SnapshotChunkAck};
+use crate::snapshot::{ResumePoint, SnapshotChunk, SnapshotChunkAck};
 use proptest::collection::{btree_map, vec};
 use proptest::option;
 use proptest::prelude::*;
@@ -217,14 +217,17 @@ pub fn probe() -> BoxedStrategy<Probe> {
 }
 
 pub fn store_stats() -> BoxedStrategy<StoreStats> {
-    let transfer = (name(), any::<bool>(), num(), num(), num(), num()).prop_map(
-        |(peer, sending, snapshot_index, bytes_done, bytes_total, elapsed_ms)| Transfer {
-            peer,
-            sending,
-            snapshot_index,
-            bytes_done,
-            bytes_total,
-            elapsed_ms,
+    let transfer = (name(), any::<bool>(), num(), num(), num(), num(), num()).prop_map(
+        |(peer, sending, snapshot_index, bytes_done, bytes_total, elapsed_ms, resumed_after)| {
+            Transfer {
+                peer,
+                sending,
+                snapshot_index,
+                bytes_done,
+                bytes_total,
+                elapsed_ms,
+                resumed_after_revision: resumed_after,
+            }
         },
     );
     (
@@ -516,9 +519,19 @@ pub fn snapshot_chunk() -> BoxedStrategy<SnapshotChunk> {
         bytes(1200),
         any::<bool>(),
         num(),
+        (num(), any::<bool>()),
     )
         .prop_map(
-            |(snapshot_index, snapshot_term, offset, leader_term, data, done, total_estimate)| {
+            |(
+                snapshot_index,
+                snapshot_term,
+                offset,
+                leader_term,
+                data,
+                done,
+                total_estimate,
+                (after_revision, resume_considered),
+            )| {
                 SnapshotChunk {
                     snapshot_index,
                     snapshot_term,
@@ -527,20 +540,43 @@ pub fn snapshot_chunk() -> BoxedStrategy<SnapshotChunk> {
                     data,
                     done,
                     total_estimate,
+                    after_revision,
+                    resume_considered,
                 }
             },
         )
         .boxed()
 }
 
+pub fn resume_point() -> BoxedStrategy<ResumePoint> {
+    (num(), num(), any::<u32>())
+        .prop_map(|(after_revision, compacted_before, row_crc)| ResumePoint {
+            after_revision,
+            compacted_before,
+            row_crc,
+        })
+        .boxed()
+}
+
 pub fn snapshot_chunk_ack() -> BoxedStrategy<SnapshotChunkAck> {
-    (num(), num(), num(), any::<bool>())
+    (
+        num(),
+        num(),
+        num(),
+        any::<bool>(),
+        num(),
+        option::of(resume_point()),
+    )
         .prop_map(
-            |(snapshot_index, snapshot_term, next_offset, done)| SnapshotChunkAck {
-                snapshot_index,
-                snapshot_term,
-                next_offset,
-                done,
+            |(snapshot_index, snapshot_term, next_offset, done, after_revision, resume)| {
+                SnapshotChunkAck {
+                    snapshot_index,
+                    snapshot_term,
+                    next_offset,
+                    done,
+                    after_revision,
+                    resume,
+                }
             },
         )
         .boxed()

@@ -24,6 +24,7 @@ use myraft_wire::client::{
     ClientError, ClientOp, ClientResponse, GetResult, HistoryResult, KeyVersion,
 };
 use myraft_wire::raft::{Entry, NodeId};
+use myraft_wire::snapshot::ResumePoint;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
@@ -44,31 +45,39 @@ pub enum ApplyMsg {
     },
     /// Bytes of a snapshot stream, in order.
     SnapshotBytes(StreamBytes),
-    /// Open a read transaction to stream to follower `to`.
+    /// Open a read transaction to stream to follower `to`, continuing its partial store at
+    /// `resume` if the state allows.
     Export {
         to: NodeId,
+        resume: Option<ResumePoint>,
     },
+    /// Stop the import under way and keep it for a stream that continues it.
+    SealImport,
     Shutdown,
 }
 
-/// Bytes of the snapshot stream `(index, term)` from `from`; offset 0 begins it.
+/// Bytes of the snapshot stream `(index, term)` from `from`; offset 0 begins it. A stream
+/// with `after_revision` continues the partial store kept from an earlier one.
 #[derive(Debug)]
 pub struct StreamBytes {
     pub from: NodeId,
     pub index: u64,
     pub term: u64,
+    pub after_revision: u64,
     pub offset: u64,
     pub data: Vec<u8>,
     pub done: bool,
 }
 
 impl StreamBytes {
+    fn stream(&self) -> (NodeId, u64, u64, u64) {
+        (self.from, self.index, self.term, self.after_revision)
+    }
+
     /// Whether `next` carries on right where these bytes end, in the same stream.
     fn continued_by(&self, next: &StreamBytes) -> bool {
         let end = self.offset + self.data.len() as u64;
-        !self.done
-            && (self.from, self.index, self.term, end)
-                == (next.from, next.index, next.term, next.offset)
+        !self.done && self.stream() == next.stream() && end == next.offset
     }
 }
 
@@ -107,6 +116,8 @@ pub enum ApplyEvent {
         from: NodeId,
         reason: String,
     },
+    /// The import under way stopped (`SealImport`); a stream may continue it from here.
+    ImportSealed(Option<ResumePoint>),
     Export {
         to: NodeId,
         export: Export,
@@ -116,9 +127,7 @@ pub enum ApplyEvent {
 }
 
 struct Incoming {
-    from: NodeId,
-    index: u64,
-    term: u64,
+    stream: (NodeId, u64, u64, u64),
     next_offset: u64,
     import: Import,
 }
@@ -140,7 +149,7 @@ pub struct ApplyCore {
 
 impl ApplyCore {
     pub fn new(store: Store, vfs: Arc<dyn Vfs>, cfg: StoreConfig, sync_interval: Duration) -> Self {
-        let incoming_path = store.path().with_extension("redb.incoming");
+        let incoming_path = store.incoming_path();
         let synced_index = store.meta().applied_index;
         ApplyCore {
             store,
@@ -196,12 +205,17 @@ impl ApplyCore {
                             self.reads.entry(index).or_default().push((ctx, op));
                         }
                         ApplyMsg::SnapshotBytes(b) => self.on_snapshot_bytes(b, now_ms, out),
-                        ApplyMsg::Export { to } => {
-                            match self.store.reader().and_then(|r| r.export()) {
+                        ApplyMsg::Export { to, resume } => {
+                            match self
+                                .store
+                                .reader()
+                                .and_then(|r| r.export_continuing(resume))
+                            {
                                 Ok(export) => out.push(ApplyEvent::Export { to, export }),
                                 Err(e) => self.fail(e, out),
                             }
                         }
+                        ApplyMsg::SealImport => self.seal_import(out),
                         ApplyMsg::Shutdown => {
                             running = false;
                         }
@@ -307,28 +321,79 @@ impl ApplyCore {
         }
     }
 
+    fn seal_import(&mut self, out: &mut Vec<ApplyEvent>) {
+        let point = match self.incoming.take() {
+            Some(inc) => inc.import.seal(),
+            None => Import::resume_point(&*self.vfs, &self.incoming_path, self.cfg.cache_bytes),
+        };
+        match point {
+            Ok(p) => out.push(ApplyEvent::ImportSealed(p)),
+            Err(e) => {
+                // The partial store is only a head start: without it the stream comes whole.
+                tracing::warn!(error = %e, "cannot keep the partial snapshot store");
+                self.discard_incoming();
+                out.push(ApplyEvent::ImportSealed(None));
+            }
+        }
+    }
+
+    /// Drops the import under way and its file, which a stream must not continue.
+    fn discard_incoming(&mut self) {
+        self.incoming = None;
+        match self.vfs.remove_file(&self.incoming_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                path = %self.incoming_path.display(),
+                "cannot remove a refused snapshot store; the next stream replaces it"
+            ),
+        }
+    }
+
     fn on_snapshot_bytes(&mut self, b: StreamBytes, now_ms: u64, out: &mut Vec<ApplyEvent>) {
+        let stream = b.stream();
         let StreamBytes {
             from,
             index,
             term,
+            after_revision,
             offset,
             data,
             done,
         } = b;
         if offset == 0 {
             self.incoming = None;
-            match Import::create(&*self.vfs, &self.incoming_path, self.cfg.cache_bytes) {
+            let import = if after_revision == 0 {
+                Import::create(&*self.vfs, &self.incoming_path, self.cfg.cache_bytes)
+                    .map_err(ImportError::Store)
+            } else {
+                Import::resume(
+                    &*self.vfs,
+                    &self.incoming_path,
+                    self.cfg.cache_bytes,
+                    after_revision,
+                )
+            };
+            match import {
                 Ok(import) => {
+                    if after_revision > 0 {
+                        tracing::info!(
+                            after_revision,
+                            "continuing a partial snapshot store with a stream from {from:x}"
+                        );
+                    }
                     self.incoming = Some(Incoming {
-                        from,
-                        index,
-                        term,
+                        stream,
                         next_offset: 0,
                         import,
                     })
                 }
-                Err(e) => return self.fail(e, out),
+                Err(ImportError::Stream(reason)) => {
+                    self.discard_incoming();
+                    return out.push(ApplyEvent::ImportFailed { from, reason });
+                }
+                Err(ImportError::Store(e)) => return self.fail(e, out),
             }
         }
         let Some(inc) = self.incoming.as_mut() else {
@@ -337,8 +402,15 @@ impl ApplyCore {
                 reason: "no stream under way".into(),
             });
         };
-        if (inc.from, inc.index, inc.term, inc.next_offset) != (from, index, term, offset) {
-            self.incoming = None;
+        if inc.stream.0 != from {
+            // Another sender's stream (one that lost its leadership, say) leaves this one be.
+            return out.push(ApplyEvent::ImportFailed {
+                from,
+                reason: "another stream is under way".into(),
+            });
+        }
+        if (inc.stream, inc.next_offset) != (stream, offset) {
+            self.discard_incoming();
             return out.push(ApplyEvent::ImportFailed {
                 from,
                 reason: "bytes out of order".into(),
@@ -358,12 +430,13 @@ impl ApplyCore {
             Ok(meta) => meta,
             Err(ImportError::Stream(reason)) => {
                 tracing::warn!(%reason, "snapshot stream from {from:x} refused; asking again");
-                self.incoming = None;
+                self.discard_incoming();
                 return out.push(ApplyEvent::ImportFailed { from, reason });
             }
             Err(ImportError::Store(e)) => return self.fail(e, out),
         };
         if (meta.applied_index, meta.applied_term) != (index, term) {
+            self.discard_incoming();
             return out.push(ApplyEvent::ImportFailed {
                 from,
                 reason: format!(
@@ -708,6 +781,7 @@ mod tests {
             from: 1,
             index: 10,
             term: 2,
+            after_revision: 0,
             offset,
             data: vec![7; len],
             done,

@@ -206,8 +206,11 @@ impl Node {
                 }
             }
             Body::SnapshotChunkAck(a) => {
-                if self.snaps.on_ack(&mut self.t, sender, a) {
-                    self.applier.send(ApplyMsg::Export { to: sender });
+                if let Some(w) = self.snaps.on_ack(&mut self.t, sender, a) {
+                    self.applier.send(ApplyMsg::Export {
+                        to: sender,
+                        resume: w.resume,
+                    });
                 }
             }
             Body::Probe(Probe { nonce }) => {
@@ -295,7 +298,10 @@ impl Node {
                 // The core's snapshot is only a log position; what the follower gets is
                 // the store as of now, streamed from a read transaction.
                 if self.snaps.want(m.to, addr) {
-                    self.applier.send(ApplyMsg::Export { to: m.to });
+                    self.applier.send(ApplyMsg::Export {
+                        to: m.to,
+                        resume: None,
+                    });
                 }
                 continue;
             }

@@ -9,14 +9,19 @@
 //! start" (it restarted, or refused the stream) gets a new one.
 //!
 //! The receiving side takes the chunks in order and hands their bytes to the applier, which
-//! builds the new store file as they come.
+//! builds the new store file as they come. A stream cut short (its sender lost leadership or
+//! died, or this node restarted) leaves a partial store behind: the first chunk of the next
+//! transfer is answered with where it ends, and the sender then streams only what follows,
+//! if its state has the same rows up to there (`store::stream`).
 
 use super::applier::{ApplyMsg, StreamBytes};
 use super::transport::Transport;
 use crate::store::Export;
 use myraft_wire::envelope::Body;
 use myraft_wire::raft::NodeId;
-use myraft_wire::snapshot::{max_chunk_data, ChunkReceiver, SnapshotChunk, SnapshotChunkAck};
+use myraft_wire::snapshot::{
+    ack_for, max_chunk_data, ChunkReceiver, ResumePoint, SnapshotChunk, SnapshotChunkAck, StreamId,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
@@ -48,6 +53,9 @@ const BLOCK: usize = 16 * 1024;
 const READ_AHEAD_BLOCKS: usize = 8;
 /// Longest snapshot stream this node accepts.
 pub const MAX_SNAPSHOT_BYTES: u64 = 64 << 30;
+/// Times the first chunk of one stream is answered with a resume offer before it is taken
+/// as it is: a sender that ignores offers still gets its snapshot through.
+const MAX_OFFERS: u32 = 3;
 
 /// A block of the stream with the export's progress after it.
 struct Block {
@@ -117,6 +125,9 @@ struct Outgoing {
     addr: SocketAddr,
     index: u64,
     term: u64,
+    /// The stream continues the follower's partial store after this revision (0: whole).
+    after_revision: u64,
+    resume_considered: bool,
     leader_term: u64,
     source: Source,
     /// The stream from `acked` to `produced`: what may still need resending.
@@ -132,6 +143,9 @@ struct Outgoing {
     total_records: u64,
     /// Acknowledgements in a row of `acked` that moved nothing.
     duplicates: u32,
+    /// An acknowledgement of this stream arrived. Until then only its first chunk goes out:
+    /// the receiver may answer it with a resume offer, and the rest would be wasted.
+    heard: bool,
 }
 
 /// How far a transfer has come, for status output.
@@ -145,9 +159,19 @@ pub struct TransferProgress {
     /// Estimated from the records read so far and the records the stream holds.
     pub bytes_total_estimate: u64,
     pub elapsed_ticks: u32,
+    /// The stream continues a partial store after this revision (0: from the start).
+    pub after_revision: u64,
 }
 
 impl Outgoing {
+    fn stream(&self) -> StreamId {
+        StreamId {
+            index: self.index,
+            term: self.term,
+            after_revision: self.after_revision,
+        }
+    }
+
     fn total_estimate(&self) -> u64 {
         if self.source_done {
             self.produced
@@ -167,6 +191,36 @@ struct Incoming {
     ticks: u32,
 }
 
+/// What this node, as a receiver, holds of a stream not yet whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Partial {
+    None,
+    /// The bytes of `stream` from `from` go to the applier's import.
+    Live {
+        from: NodeId,
+        stream: StreamId,
+    },
+    /// The applier was asked to stop its import and say where it ends.
+    Sealing,
+    /// A partial store a stream may continue.
+    Sealed(ResumePoint),
+}
+
+/// How the first chunk of a transfer not under way is met.
+enum Start {
+    Take,
+    /// Not yet: the applier is sealing the import under way; the sender resends.
+    Wait,
+    /// Answer with this resume offer instead.
+    Offer(ResumePoint),
+}
+
+/// An export the loop should ask the applier for, for a follower.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WantExport {
+    pub resume: Option<ResumePoint>,
+}
+
 pub struct SnapshotTransfers {
     out: BTreeMap<NodeId, Outgoing>,
     /// Followers an export was asked for, with ticks since.
@@ -174,18 +228,24 @@ pub struct SnapshotTransfers {
     /// Followers a transfer recently finished for, with its snapshot index and ticks since.
     finished: BTreeMap<NodeId, (u64, u32)>,
     incoming: BTreeMap<NodeId, Incoming>,
+    partial: Partial,
+    /// The stream last answered with a resume offer, and how many times.
+    offered: Option<(NodeId, StreamId, u32)>,
     max_data: usize,
     inline: bool,
 }
 
 impl SnapshotTransfers {
     /// `inline` reads exports on the loop (simulated runs) rather than on threads.
-    pub fn new(payload_budget: usize, inline: bool) -> Self {
+    /// `partial` is where a partial store kept from before a restart ends.
+    pub fn new(payload_budget: usize, inline: bool, partial: Option<ResumePoint>) -> Self {
         SnapshotTransfers {
             out: BTreeMap::new(),
             requested: BTreeMap::new(),
             finished: BTreeMap::new(),
             incoming: BTreeMap::new(),
+            partial: partial.map_or(Partial::None, Partial::Sealed),
+            offered: None,
             max_data: max_chunk_data(payload_budget),
             inline,
         }
@@ -216,6 +276,8 @@ impl SnapshotTransfers {
         };
         let meta = export.meta().clone();
         let total_records = export.total_records();
+        let (after_revision, resume_considered) =
+            (export.after_revision(), export.resume_considered());
         let source = if self.inline {
             Source::Inline(Box::new(export))
         } else {
@@ -230,6 +292,7 @@ impl SnapshotTransfers {
         tracing::info!(
             index = meta.applied_index,
             keys = meta.kv.live_keys,
+            after_revision,
             "streaming a snapshot to {to:x}"
         );
         self.out.insert(
@@ -238,6 +301,8 @@ impl SnapshotTransfers {
                 addr,
                 index: meta.applied_index,
                 term: meta.applied_term,
+                after_revision,
+                resume_considered,
                 leader_term,
                 source,
                 buf: Vec::new(),
@@ -251,6 +316,7 @@ impl SnapshotTransfers {
                 records: 0,
                 total_records,
                 duplicates: 0,
+                heard: resume_considered,
             },
         );
         self.pump(t, to);
@@ -283,16 +349,18 @@ impl SnapshotTransfers {
             bytes_done: o.acked,
             bytes_total_estimate: o.total_estimate(),
             elapsed_ticks: o.ticks,
+            after_revision: o.after_revision,
         });
         let receiving = self.incoming.iter().filter_map(|(&peer, i)| {
-            let (index, _, received, done) = i.rx.position()?;
+            let (stream, received, done) = i.rx.position()?;
             (!done).then_some(TransferProgress {
                 peer,
                 sending: false,
-                snapshot_index: index,
+                snapshot_index: stream.index,
                 bytes_done: received,
                 bytes_total_estimate: i.total_estimate,
                 elapsed_ticks: i.ticks,
+                after_revision: stream.after_revision,
             })
         });
         sending.chain(receiving).collect()
@@ -301,10 +369,10 @@ impl SnapshotTransfers {
     /// Sends what the window allows, up to a burst.
     fn pump(&mut self, t: &mut Transport, to: NodeId) {
         let max_data = self.max_data as u64;
-        let window = WINDOW * max_data;
         let Some(o) = self.out.get_mut(&to) else {
             return;
         };
+        let window = if o.heard { WINDOW * max_data } else { 1 };
         let mut failed = None;
         for _ in 0..BURST {
             if o.all_sent || o.sent >= o.acked.saturating_add(window) {
@@ -345,6 +413,8 @@ impl SnapshotTransfers {
                 data: o.buf[start..end].to_vec(),
                 done,
                 total_estimate,
+                after_revision: o.after_revision,
+                resume_considered: o.resume_considered,
             };
             o.sent += n;
             o.all_sent = done;
@@ -356,28 +426,51 @@ impl SnapshotTransfers {
         }
     }
 
-    /// An acknowledgement from `from`. True if it asks for a new transfer from the start.
-    pub fn on_ack(&mut self, t: &mut Transport, from: NodeId, ack: SnapshotChunkAck) -> bool {
-        let Some(o) = self.out.get_mut(&from) else {
-            return false;
-        };
-        if ack.snapshot_index != o.index || ack.snapshot_term != o.term {
-            return false;
+    /// An acknowledgement from `from`; an export to ask for if it wants a new transfer.
+    pub fn on_ack(
+        &mut self,
+        t: &mut Transport,
+        from: NodeId,
+        ack: SnapshotChunkAck,
+    ) -> Option<WantExport> {
+        let o = self.out.get_mut(&from)?;
+        if ack.stream() != o.stream() {
+            return None;
         }
+        o.heard = true;
         if ack.done {
             tracing::info!(bytes = o.produced, "snapshot stream to {from:x} delivered");
             let index = o.index;
             self.out.remove(&from);
             self.finished.insert(from, (index, 0));
-            return false;
+            return None;
         }
-        if ack.next_offset == 0 && o.acked > 0 {
+        let restart = match ack.resume {
+            // A resume offer: a stream from its point is wanted, unless this is one.
+            Some(p) if ack.next_offset == 0 => {
+                let sending_it = o.resume_considered && o.after_revision == p.after_revision;
+                (!sending_it).then_some(Some(p))
+            }
             // The receiver no longer has the start: this stream cannot go on.
-            tracing::info!("{from:x} asks for the snapshot from the start; a new one follows");
+            _ if ack.next_offset == 0 && o.acked > 0 => Some(None),
+            _ => None,
+        };
+        if let Some(resume) = restart {
+            match &resume {
+                Some(p) => tracing::info!(
+                    after_revision = p.after_revision,
+                    "{from:x} offers to continue a partial snapshot store"
+                ),
+                None => {
+                    tracing::info!(
+                        "{from:x} asks for the snapshot from the start; a new one follows"
+                    )
+                }
+            }
             let addr = o.addr;
             self.out.remove(&from);
             self.requested.insert(from, (addr, 0));
-            return true;
+            return Some(WantExport { resume });
         }
         if ack.next_offset > o.acked && ack.next_offset <= o.sent {
             let drop = usize::try_from(ack.next_offset - o.acked).unwrap_or(usize::MAX);
@@ -400,7 +493,7 @@ impl SnapshotTransfers {
             }
         }
         self.pump(t, from);
-        false
+        None
     }
 
     /// Once per tick: resends after silence, gives up after long silence, and lets every
@@ -450,7 +543,8 @@ impl SnapshotTransfers {
         }
     }
 
-    /// A chunk from `from`: acknowledged at once; the bytes it adds, for the applier.
+    /// A chunk from `from`: acknowledged at once; the bytes it adds (or a request to seal
+    /// the import under way), for the applier.
     pub fn on_chunk(
         &mut self,
         t: &mut Transport,
@@ -458,9 +552,43 @@ impl SnapshotTransfers {
         from_addr: SocketAddr,
         chunk: SnapshotChunk,
     ) -> Option<ApplyMsg> {
-        let (index, term, leader_term) =
-            (chunk.snapshot_index, chunk.snapshot_term, chunk.leader_term);
-        let total_estimate = chunk.total_estimate;
+        let stream = chunk.stream();
+        let (leader_term, total_estimate) = (chunk.leader_term, chunk.total_estimate);
+        let current = self
+            .incoming
+            .get(&from)
+            .is_some_and(|i| i.rx.is_current(&chunk));
+        if !current {
+            if chunk.offset != 0 {
+                // The middle of a stream not under way: "from the start", with what this
+                // node holds to continue from.
+                let mut ack = ack_for(&chunk, 0, false);
+                if let Partial::Sealed(p) = self.partial {
+                    ack.resume = Some(p);
+                }
+                t.send(from_addr, Body::SnapshotChunkAck(ack));
+                return None;
+            }
+            match self.start(from, &chunk) {
+                Start::Take => {}
+                Start::Wait => {
+                    if let Partial::Live { from: live, .. } = self.partial {
+                        self.partial = Partial::Sealing;
+                        if let Some(i) = self.incoming.get_mut(&live) {
+                            i.rx.reset();
+                        }
+                        return Some(ApplyMsg::SealImport);
+                    }
+                    return None;
+                }
+                Start::Offer(p) => {
+                    let mut ack = ack_for(&chunk, 0, false);
+                    ack.resume = Some(p);
+                    t.send(from_addr, Body::SnapshotChunkAck(ack));
+                    return None;
+                }
+            }
+        }
         let inc = self.incoming.entry(from).or_insert_with(|| Incoming {
             rx: ChunkReceiver::new(MAX_SNAPSHOT_BYTES),
             leader_term: 0,
@@ -473,13 +601,16 @@ impl SnapshotTransfers {
                 let a = accepted?;
                 if a.offset == 0 {
                     inc.ticks = 0;
+                    self.partial = Partial::Live { from, stream };
+                    self.offered = None;
                 }
                 inc.leader_term = leader_term;
                 inc.total_estimate = total_estimate;
                 Some(ApplyMsg::SnapshotBytes(StreamBytes {
                     from,
-                    index,
-                    term,
+                    index: stream.index,
+                    term: stream.term,
+                    after_revision: stream.after_revision,
                     offset: a.offset,
                     data: a.data,
                     done: a.done,
@@ -492,15 +623,66 @@ impl SnapshotTransfers {
         }
     }
 
+    /// How to meet the first chunk of a stream not under way.
+    fn start(&mut self, from: NodeId, chunk: &SnapshotChunk) -> Start {
+        let stream = chunk.stream();
+        let whole = stream.after_revision == 0;
+        match self.partial {
+            // The sender weighed an offer and sends the whole state: take it.
+            _ if whole && chunk.resume_considered => Start::Take,
+            Partial::None if whole => Start::Take,
+            // It continues a partial store this node does not have: ask for a whole one.
+            Partial::None => Start::Offer(ResumePoint {
+                after_revision: 0,
+                compacted_before: 0,
+                row_crc: 0,
+            }),
+            Partial::Live { .. } | Partial::Sealing => Start::Wait,
+            Partial::Sealed(p) if stream.after_revision == p.after_revision => Start::Take,
+            Partial::Sealed(p) => {
+                let n = match self.offered {
+                    Some((f, s, n)) if (f, s) == (from, stream) => n + 1,
+                    _ => 1,
+                };
+                self.offered = Some((from, stream, n));
+                if n > MAX_OFFERS && whole {
+                    Start::Take
+                } else {
+                    Start::Offer(p)
+                }
+            }
+        }
+    }
+
+    /// The applier sealed its import: a stream may continue it from `point`.
+    pub fn on_sealed(&mut self, point: Option<ResumePoint>) {
+        if self.partial == Partial::Sealing {
+            self.partial = point.map_or(Partial::None, Partial::Sealed);
+        }
+    }
+
+    /// The stream `(index, term)` from `from` is installed.
+    pub fn on_installed(&mut self, from: NodeId, index: u64, term: u64) {
+        if let Partial::Live { from: f, stream } = self.partial {
+            if f == from && (stream.index, stream.term) == (index, term) {
+                self.partial = Partial::None;
+            }
+        }
+    }
+
     /// The leader term the last chunk from `from` carried.
     pub fn leader_term(&self, from: NodeId) -> u64 {
         self.incoming.get(&from).map_or(0, |i| i.leader_term)
     }
 
-    /// The stream from `from` was refused: its next chunk gets "from the start".
+    /// The stream from `from` was refused: its next chunk gets "from the start", and the
+    /// applier dropped its import if it was that stream's.
     pub fn reset_incoming(&mut self, from: NodeId) {
         if let Some(i) = self.incoming.get_mut(&from) {
             i.rx.reset();
+        }
+        if matches!(self.partial, Partial::Live { from: f, .. } if f == from) {
+            self.partial = Partial::None;
         }
     }
 }
@@ -566,8 +748,8 @@ mod tests {
         let (air1, air2) = (Air::default(), Air::default());
         let mut t1 = transport(dirs.0.path(), 1, LEADER, clock_now, &air1);
         let mut t2 = transport(dirs.1.path(), 2, FOLLOWER, clock_now, &air2);
-        let mut leader = SnapshotTransfers::new(1_400, true);
-        let mut follower = SnapshotTransfers::new(1_400, true);
+        let mut leader = SnapshotTransfers::new(1_400, true, None);
+        let mut follower = SnapshotTransfers::new(1_400, true, None);
 
         assert!(
             leader.want(FOLLOWER, addr(2)),
@@ -605,7 +787,11 @@ mod tests {
                 let Body::SnapshotChunkAck(a) = body else {
                     panic!("the follower sent {body:?}")
                 };
-                assert!(!leader.on_ack(&mut t1, FOLLOWER, a), "asked to restart");
+                assert_eq!(
+                    leader.on_ack(&mut t1, FOLLOWER, a),
+                    None,
+                    "asked to restart"
+                );
             }
             // The core resends its snapshot meanwhile: the transfer goes on.
             assert!(!leader.want(FOLLOWER, addr(2)));
@@ -639,7 +825,7 @@ mod tests {
         let source = store_with_keys(dir.path(), 50);
         let air = Air::default();
         let mut t = transport(dir.path(), 1, LEADER, clock_now, &air);
-        let mut leader = SnapshotTransfers::new(1_400, true);
+        let mut leader = SnapshotTransfers::new(1_400, true, None);
         assert!(leader.want(FOLLOWER, addr(2)));
         leader.begin(
             &mut t,
@@ -652,13 +838,244 @@ mod tests {
             snapshot_term: 1,
             next_offset,
             done: false,
+            after_revision: 0,
+            resume: None,
         };
-        assert!(!leader.on_ack(&mut t, FOLLOWER, ack(2_000)));
-        assert!(
+        let first = max_chunk_data(1_400) as u64;
+        assert_eq!(leader.on_ack(&mut t, FOLLOWER, ack(first)), None);
+        assert_eq!(
             leader.on_ack(&mut t, FOLLOWER, ack(0)),
-            "a new export is wanted"
+            Some(WantExport { resume: None }),
+            "a new export from the start is wanted"
         );
         assert!(leader.progress().is_empty());
         assert!(!leader.want(FOLLOWER, addr(2)), "already asked for");
+    }
+
+    /// A follower as the node wires it: its transfers, and an applier run inline over its
+    /// store in `dir`, started from what `dir` holds (as after a restart).
+    struct Follower {
+        snaps: SnapshotTransfers,
+        core: crate::server::applier::ApplyCore,
+        t: Transport,
+        air: Air,
+        installed: Option<crate::store::Meta>,
+    }
+
+    fn store_cfg() -> StoreConfig {
+        StoreConfig {
+            cache_bytes: 1 << 20,
+            ..StoreConfig::default()
+        }
+    }
+
+    impl Follower {
+        fn start(dir: &std::path::Path) -> Follower {
+            let store = Store::open(&OsFs, &dir.join(STORE_FILE), &store_cfg()).unwrap();
+            let partial = Import::resume_point(&OsFs, &store.incoming_path(), 1 << 20).unwrap();
+            let core = crate::server::applier::ApplyCore::new(
+                store,
+                std::sync::Arc::new(OsFs),
+                store_cfg(),
+                std::time::Duration::from_millis(30),
+            );
+            let air = Air::default();
+            Follower {
+                snaps: SnapshotTransfers::new(1_400, true, partial),
+                core,
+                t: transport(dir, 2, FOLLOWER, clock_now, &air),
+                air,
+                installed: None,
+            }
+        }
+
+        fn take(&mut self, from: NodeId, chunk: SnapshotChunk) {
+            use crate::server::applier::ApplyEvent;
+            let Some(msg) = self.snaps.on_chunk(&mut self.t, from, addr(1), chunk) else {
+                return;
+            };
+            let mut out = Vec::new();
+            self.core.handle([msg], 0, &mut out);
+            for ev in out {
+                match ev {
+                    ApplyEvent::ImportSealed(p) => self.snaps.on_sealed(p),
+                    ApplyEvent::Installed { from, meta, .. } => {
+                        self.snaps
+                            .on_installed(from, meta.applied_index, meta.applied_term);
+                        self.installed = Some(meta);
+                    }
+                    ApplyEvent::ImportFailed { from, reason } => {
+                        panic!("the stream from {from:x} was refused: {reason}")
+                    }
+                    ApplyEvent::Fatal(e) => panic!("{e}"),
+                    _ => {}
+                }
+            }
+        }
+
+        fn received(&self) -> u64 {
+            self.snaps
+                .progress()
+                .iter()
+                .filter(|p| !p.sending)
+                .map(|p| p.bytes_done)
+                .sum()
+        }
+    }
+
+    struct Leader {
+        id: NodeId,
+        snaps: SnapshotTransfers,
+        store: Store,
+        t: Transport,
+        air: Air,
+        /// Data bytes sent in chunks of streams that continue a partial store, and in all.
+        continued_bytes: u64,
+        sent_bytes: u64,
+    }
+
+    impl Leader {
+        fn start(dir: &std::path::Path, id: NodeId, keys: u64) -> Leader {
+            let air = Air::default();
+            let mut l = Leader {
+                id,
+                snaps: SnapshotTransfers::new(1_400, true, None),
+                store: store_with_keys(dir, keys),
+                t: transport(dir, 1, id, clock_now, &air),
+                air,
+                continued_bytes: 0,
+                sent_bytes: 0,
+            };
+            assert!(l.snaps.want(FOLLOWER, addr(2)));
+            let export = l.store.reader().unwrap().export().unwrap();
+            l.snaps.begin(&mut l.t, FOLLOWER, export, 1);
+            l
+        }
+
+        fn on_ack(&mut self, ack: SnapshotChunkAck) {
+            if let Some(w) = self.snaps.on_ack(&mut self.t, FOLLOWER, ack) {
+                let export = self
+                    .store
+                    .reader()
+                    .unwrap()
+                    .export_continuing(w.resume)
+                    .unwrap();
+                self.snaps.begin(&mut self.t, FOLLOWER, export, 1);
+            }
+        }
+    }
+
+    /// Moves chunks and acknowledgements between `l` and `f` until `stop` holds.
+    fn exchange(l: &mut Leader, f: &mut Follower, stop: impl Fn(&Follower) -> bool) {
+        for _round in 0..20_000 {
+            let chunks = drain(&l.air);
+            if chunks.is_empty() {
+                l.snaps.on_tick(&mut l.t);
+            }
+            for body in chunks {
+                let Body::SnapshotChunk(c) = body else {
+                    panic!("the leader sent {body:?}")
+                };
+                l.sent_bytes += c.data.len() as u64;
+                if c.after_revision > 0 {
+                    l.continued_bytes += c.data.len() as u64;
+                }
+                f.take(l.id, c);
+            }
+            for body in drain(&f.air) {
+                let Body::SnapshotChunkAck(a) = body else {
+                    panic!("the follower sent {body:?}")
+                };
+                l.on_ack(a);
+            }
+            if stop(f) {
+                return;
+            }
+        }
+        panic!("the exchange never ended");
+    }
+
+    fn stream_len(store: &Store) -> u64 {
+        let mut e = store.reader().unwrap().export().unwrap();
+        let mut n = 0;
+        while let Some(b) = e.next_block(1 << 16).unwrap() {
+            n += b.len() as u64;
+        }
+        n
+    }
+
+    /// What `dir`'s store streams, once the applier is gone.
+    fn stream_of(dir: &std::path::Path) -> Vec<u8> {
+        let store = Store::open(&OsFs, &dir.join(STORE_FILE), &store_cfg()).unwrap();
+        let mut e = store.reader().unwrap().export().unwrap();
+        let mut out = Vec::new();
+        while let Some(b) = e.next_block(1 << 16).unwrap() {
+            out.extend(b);
+        }
+        out
+    }
+
+    /// The leader dies with its stream half delivered; the next leader, whose state has
+    /// gone on, streams only what follows the follower's partial store, and the follower
+    /// ends up with that leader's state.
+    #[test]
+    fn a_new_leader_continues_the_stream_its_predecessor_began() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut f = Follower::start(dirs[2].path());
+        let mut l1 = Leader::start(dirs[0].path(), LEADER, 2_000);
+        let full = stream_len(&l1.store);
+        exchange(&mut l1, &mut f, |f| f.received() > full / 2);
+        drop(l1);
+
+        let mut l2 = Leader::start(dirs[1].path(), 0xC, 2_100);
+        exchange(&mut l2, &mut f, |f| f.installed.is_some());
+        assert_eq!(f.installed.as_ref(), Some(l2.store.meta()));
+        assert!(
+            l2.continued_bytes > 0 && l2.sent_bytes < full * 6 / 10,
+            "the new leader sent {} bytes ({} continuing) of a {full}-byte state",
+            l2.sent_bytes,
+            l2.continued_bytes
+        );
+        let want = stream_len(&l2.store);
+        drop(f);
+        let got = stream_of(dirs[2].path());
+        assert_eq!(got.len() as u64, want);
+        let mut e = l2.store.reader().unwrap().export().unwrap();
+        let mut expected = Vec::new();
+        while let Some(b) = e.next_block(1 << 16).unwrap() {
+            expected.extend(b);
+        }
+        assert!(
+            got == expected,
+            "the follower's store differs from the leader's"
+        );
+    }
+
+    /// The follower restarts with its stream half received: the leader's next chunks are
+    /// answered with where its partial store ends, and only the rest is sent.
+    #[test]
+    fn a_restarted_follower_continues_its_stream() {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut f = Follower::start(dirs[1].path());
+        let mut l = Leader::start(dirs[0].path(), LEADER, 2_000);
+        let full = stream_len(&l.store);
+        exchange(&mut l, &mut f, |f| f.received() > full / 2);
+        let before = l.sent_bytes;
+        drop(f);
+        let mut f = Follower::start(dirs[1].path());
+        assert!(
+            f.snaps.partial != Partial::None,
+            "nothing kept over the restart"
+        );
+        exchange(&mut l, &mut f, |f| f.installed.is_some());
+        assert_eq!(f.installed.as_ref(), Some(l.store.meta()));
+        assert!(
+            l.continued_bytes > 0 && l.sent_bytes - before < full * 6 / 10,
+            "after the restart the leader sent {} bytes ({} continuing) of a {full}-byte state",
+            l.sent_bytes - before,
+            l.continued_bytes
+        );
+        drop(f);
+        assert_eq!(stream_of(dirs[1].path()).len() as u64, full);
     }
 }

@@ -287,6 +287,11 @@ impl Store {
         &self.path
     }
 
+    /// Where a store streamed from another node is built before it replaces this one.
+    pub fn incoming_path(&self) -> PathBuf {
+        self.path.with_extension("redb.incoming")
+    }
+
     pub fn sessions(&self) -> usize {
         self.sessions.len()
     }
@@ -778,7 +783,16 @@ impl Reader {
 
     /// The whole store as a stream of records (see [`stream`]).
     pub fn export(self) -> Result<Export, StoreError> {
-        Export::new(self)
+        Export::new(self, None)
+    }
+
+    /// The stream for a receiver that offered to continue the partial store at `resume`:
+    /// only what follows it if this state has the same rows there, else the whole store.
+    pub fn export_continuing(
+        self,
+        resume: Option<myraft_wire::snapshot::ResumePoint>,
+    ) -> Result<Export, StoreError> {
+        Export::new(self, resume)
     }
 
     /// Rows in the revision table, for a check that the counters match the tables.

@@ -13,14 +13,25 @@
 //!    the key index and the latest table are rebuilt from these;
 //! 3. a `SESSION` record per client session, by client id: `[client: u64 LE][MessagePack]`;
 //! 4. one `END` record: `[records before it: u64 LE][CRC-32 of every byte before it: u32 LE]`.
+//!
+//! Revision rows never change once written, except that compaction removes some, and the
+//! stream sends them in revision order. So an import cut short (the sender died, or this
+//! node restarted) is kept, with a progress row written in each of its transactions and
+//! synced every [`CHECKPOINT_BYTES`]; a later stream may continue it from after its last
+//! row ([`ResumePoint`]) if the sender's state has the same rows up to there: compacted at
+//! the same point, or at a later one no further than that row (the importer then compacts
+//! its part alike). A continued stream has its own meta record (the sender's state now),
+//! the revision rows after the point, every session, and an end record over its own bytes.
 
 use super::record::RevRef;
 use super::{
     decode_meta, decode_session, encode_meta, encode_session, open_db, Meta, Reader, StoreError,
-    KEY_INDEX, LATEST, META, META_ROW, REVISIONS, SESSIONS,
+    Tables, KEY_INDEX, LATEST, META, META_ROW, REVISIONS, SESSIONS,
 };
 use crate::storage::Vfs;
-use redb::{Database, Durability, ReadableTable};
+use myraft_wire::snapshot::ResumePoint;
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 const META_TAG: u8 = 1;
@@ -30,6 +41,27 @@ const END_TAG: u8 = 4;
 const FRAME: usize = 5;
 /// Largest record accepted: a revision row with the largest key and value, with room.
 const MAX_RECORD: usize = 1 << 20;
+/// Stream bytes an import takes between synced commits: what a crash may cost it.
+pub const CHECKPOINT_BYTES: u64 = 8 << 20;
+/// The meta table's row of a partial store: how far its import got.
+const PROGRESS_ROW: &str = "import";
+
+/// How far an import got, kept in the partial store in the transaction of the rows it
+/// describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Progress {
+    /// The last revision row imported.
+    last_revision: u64,
+    /// The compaction point of the state the rows came from.
+    compacted_before: u64,
+    live_keys: u64,
+    versions: u64,
+}
+
+fn encode_progress(p: &Progress) -> Vec<u8> {
+    // Plain integers: encoding cannot fail.
+    rmp_serde::to_vec(p).unwrap_or_default()
+}
 
 enum Phase {
     Meta,
@@ -127,14 +159,24 @@ pub struct Export {
     reader: Reader,
     phase: Phase,
     framer: Framer,
+    after_revision: u64,
+    resume_considered: bool,
 }
 
 impl Export {
-    pub(super) fn new(reader: Reader) -> Result<Export, StoreError> {
+    /// The stream of `reader`'s state: whole, or continuing the receiver's partial store at
+    /// `resume` if that holds the same rows as this state up to its point.
+    pub(super) fn new(reader: Reader, resume: Option<ResumePoint>) -> Result<Export, StoreError> {
+        let after_revision = match resume {
+            Some(p) if p.after_revision > 0 && continues(&reader, &p)? => p.after_revision,
+            _ => 0,
+        };
         Ok(Export {
             reader,
             phase: Phase::Meta,
             framer: Framer::default(),
+            after_revision,
+            resume_considered: resume.is_some(),
         })
     }
 
@@ -142,10 +184,29 @@ impl Export {
         self.reader.meta()
     }
 
-    /// Records the whole stream holds: for progress reports.
+    /// The stream holds the revisions after this one only (0: all of them).
+    pub fn after_revision(&self) -> u64 {
+        self.after_revision
+    }
+
+    /// Made in answer to a resume offer, taken or not.
+    pub fn resume_considered(&self) -> bool {
+        self.resume_considered
+    }
+
+    /// Records the whole stream holds: for progress reports (estimated for a stream that
+    /// continues another, as if revisions were spread evenly).
     pub fn total_records(&self) -> u64 {
+        let kv = &self.reader.meta().kv;
+        let rows = if self.after_revision == 0 {
+            kv.versions
+        } else {
+            let span = kv.revision.saturating_sub(kv.compacted_before).max(1);
+            let left = kv.revision.saturating_sub(self.after_revision);
+            kv.versions.saturating_mul(left.min(span)) / span
+        };
         // Meta, revisions, sessions (counted as they come; few), end.
-        2 + self.reader.meta().kv.versions
+        2 + rows
     }
 
     pub fn records_so_far(&self) -> u64 {
@@ -168,7 +229,9 @@ impl Export {
                 Phase::Meta => {
                     let meta = encode_meta(self.reader.meta());
                     self.push(&mut out, META_TAG, &[&meta]);
-                    self.phase = Phase::Revisions { next: 0 };
+                    self.phase = Phase::Revisions {
+                        next: self.after_revision + 1,
+                    };
                 }
                 Phase::Revisions { next } => {
                     let revs = self
@@ -240,6 +303,24 @@ impl Export {
     }
 }
 
+/// Whether a partial store at `p` holds the rows of `reader`'s state up to `p`: the same
+/// compaction, or a later one the importer can catch up on (no further than its last row),
+/// and the same row at the point.
+fn continues(reader: &Reader, p: &ResumePoint) -> Result<bool, StoreError> {
+    let kv = &reader.meta().kv;
+    let compaction_ok = p.compacted_before == kv.compacted_before
+        || (p.compacted_before < kv.compacted_before && kv.compacted_before <= p.after_revision);
+    if p.after_revision > kv.revision || !compaction_ok {
+        return Ok(false);
+    }
+    let revs = reader
+        .txn
+        .open_table(REVISIONS)
+        .map_err(|e| reader.err(e))?;
+    let row = revs.get(p.after_revision).map_err(|e| reader.err(e))?;
+    Ok(row.is_some_and(|r| crc32fast::hash(r.value()) == p.row_crc))
+}
+
 /// Why an incoming snapshot stream was refused. `Stream` errors are the sender's or the
 /// network's: drop the stream and fetch it again. `Store` errors are this node's disk.
 #[derive(Debug, thiserror::Error)]
@@ -264,29 +345,36 @@ pub struct Import {
     crc: crc32fast::Hasher,
     records: u64,
     bytes: u64,
+    /// Stream bytes taken since the last synced commit.
+    unsynced_bytes: u64,
+    checkpoint_bytes: u64,
     last_revision: Option<u64>,
     last_client: Option<u64>,
     live_keys: u64,
     versions: u64,
+    /// For a stream that continues a partial store: how far that store went.
+    continued: Option<Progress>,
     ended: bool,
 }
 
 impl Import {
     /// Starts a new store file at `path`, replacing whatever was there.
     pub fn create(vfs: &dyn Vfs, path: &Path, cache_bytes: usize) -> Result<Import, StoreError> {
-        match vfs.remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(StoreError::Io {
-                    op: "remove",
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-        }
+        remove_if_present(vfs, path)?;
         let db = open_db(vfs, path, cache_bytes)?;
-        Ok(Import {
+        // The file's name must outlive a power cut for its synced part to be continued.
+        if let Some(dir) = path.parent() {
+            vfs.sync_dir(dir).map_err(|source| StoreError::Io {
+                op: "sync",
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        Ok(Import::with(db, path, None))
+    }
+
+    fn with(db: Database, path: &Path, continued: Option<Progress>) -> Import {
+        Import {
             db,
             path: path.to_owned(),
             meta: None,
@@ -294,12 +382,94 @@ impl Import {
             crc: crc32fast::Hasher::new(),
             records: 0,
             bytes: 0,
-            last_revision: None,
+            unsynced_bytes: 0,
+            checkpoint_bytes: CHECKPOINT_BYTES,
+            last_revision: continued.map(|p| p.last_revision),
             last_client: None,
-            live_keys: 0,
-            versions: 0,
+            live_keys: continued.map_or(0, |p| p.live_keys),
+            versions: continued.map_or(0, |p| p.versions),
+            continued,
             ended: false,
-        })
+        }
+    }
+
+    /// Opens the partial store at `path` to take a stream that continues it after revision
+    /// `after_revision`, which must be where it stopped. Its sessions are dropped: the stream
+    /// brings them all.
+    pub fn resume(
+        vfs: &dyn Vfs,
+        path: &Path,
+        cache_bytes: usize,
+        after_revision: u64,
+    ) -> Result<Import, ImportError> {
+        let db = open_db(vfs, path, cache_bytes)?;
+        let progress = read_progress(&db, path)?;
+        let Some(progress) = progress.filter(|p| p.last_revision == after_revision) else {
+            return Err(bad(format!(
+                "the stream continues after revision {after_revision}, which the partial \
+                 store here does not end at"
+            )));
+        };
+        let err = |e: redb::Error| ImportError::Store(StoreError::db(path, e));
+        let mut txn = db.begin_write().map_err(|e| err(e.into()))?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| err(e.into()))?;
+        txn.delete_table(SESSIONS).map_err(|e| err(e.into()))?;
+        txn.commit().map_err(|e| err(e.into()))?;
+        Ok(Import::with(db, path, Some(progress)))
+    }
+
+    /// Where the partial store at `path` could be continued from, if there is one there
+    /// (an import cut short). A file that is not one is removed.
+    pub fn resume_point(
+        vfs: &dyn Vfs,
+        path: &Path,
+        cache_bytes: usize,
+    ) -> Result<Option<ResumePoint>, StoreError> {
+        match vfs.file_len(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    op: "inspect",
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+        let point = open_db(vfs, path, cache_bytes).and_then(|db| point_of(&db, path));
+        match point {
+            Ok(Some(p)) => Ok(Some(p)),
+            Ok(None) => {
+                remove_if_present(vfs, path)?;
+                Ok(None)
+            }
+            Err(e) => {
+                // Only ever a head start: a damaged one is dropped and the stream fetched whole.
+                tracing::warn!(error = %e, "a partial snapshot store is unreadable; removed");
+                remove_if_present(vfs, path)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Syncs what was imported so far and closes the file; a later stream may continue it
+    /// from the point returned (none if not a single revision row arrived).
+    pub fn seal(self) -> Result<Option<ResumePoint>, StoreError> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .map_err(|e| StoreError::db(&self.path, e))?;
+        txn.set_quick_repair(true);
+        txn.commit().map_err(|e| StoreError::db(&self.path, e))?;
+        point_of(&self.db, &self.path)
+    }
+
+    /// Syncs every `bytes` instead of every [`CHECKPOINT_BYTES`]: for tests of small streams.
+    #[cfg(test)]
+    pub(crate) fn checkpoint_every(mut self, bytes: u64) -> Self {
+        self.checkpoint_bytes = bytes;
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -317,24 +487,34 @@ impl Import {
     }
 
     /// Takes the next bytes of the stream, in order, and writes the records they complete
-    /// in one unsynced write transaction.
+    /// in one write transaction, synced every [`CHECKPOINT_BYTES`].
     pub fn feed(&mut self, data: &[u8]) -> Result<(), ImportError> {
         if self.ended && !data.is_empty() {
             return Err(bad("bytes after the end record"));
         }
         self.bytes += data.len() as u64;
+        self.unsynced_bytes += data.len() as u64;
         self.partial.extend_from_slice(data);
         let buf = std::mem::take(&mut self.partial);
         let path = self.path.clone();
         let err = |e: redb::Error| ImportError::Store(StoreError::db(&path, e));
         let mut txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| err(e.into()))?;
+        let durable = self.unsynced_bytes >= self.checkpoint_bytes;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })
+        .map_err(|e| err(e.into()))?;
+        txn.set_quick_repair(durable);
         let mut at = 0;
         {
-            let mut revs = txn.open_table(REVISIONS).map_err(|e| err(e.into()))?;
-            let mut idx = txn.open_table(KEY_INDEX).map_err(|e| err(e.into()))?;
-            let mut latest = txn.open_table(LATEST).map_err(|e| err(e.into()))?;
+            let mut t = Tables {
+                revs: txn.open_table(REVISIONS).map_err(|e| err(e.into()))?,
+                idx: txn.open_table(KEY_INDEX).map_err(|e| err(e.into()))?,
+                latest: txn.open_table(LATEST).map_err(|e| err(e.into()))?,
+                path: &path,
+            };
             let mut sessions = txn.open_table(SESSIONS).map_err(|e| err(e.into()))?;
             while buf.len() - at >= FRAME {
                 let tag = buf[at];
@@ -351,80 +531,133 @@ impl Import {
                 if self.ended {
                     return Err(bad("records after the end record"));
                 }
-                if tag == END_TAG {
-                    self.end(payload)?;
-                } else {
-                    match (tag, &self.meta) {
-                        (META_TAG, None) => {
-                            let m = decode_meta(payload).map_err(|e| bad(e.to_string()))?;
-                            self.meta = Some(m);
+                match (tag, &self.meta) {
+                    (END_TAG, _) => self.end(payload)?,
+                    (META_TAG, None) => {
+                        let m = decode_meta(payload).map_err(|e| bad(e.to_string()))?;
+                        if let Some(p) = self.continued {
+                            self.catch_up(&mut t, &p, &m)?;
                         }
-                        (META_TAG, Some(_)) => return Err(bad("a second meta record")),
-                        (_, None) => return Err(bad("the stream does not start with its meta")),
-                        (REVISION_TAG, Some(m)) => {
-                            let (rev, row) = split_id(payload)?;
-                            if self.last_revision.is_some_and(|l| rev <= l) || rev == 0 {
-                                return Err(bad(format!("revision {rev} out of order")));
-                            }
-                            if rev > m.kv.revision {
-                                return Err(bad(format!(
-                                    "revision {rev} above the store's revision {}",
-                                    m.kv.revision
-                                )));
-                            }
-                            if self.last_client.is_some() {
-                                return Err(bad("a revision after the sessions"));
-                            }
-                            self.last_revision = Some(rev);
-                            let r = RevRef::decode(row).map_err(|e| bad(e.to_string()))?;
-                            let current = latest
-                                .get(r.key)
-                                .map_err(|e| err(e.into()))?
-                                .map(|g| g.value());
-                            check_generation(rev, &r, current)?;
-                            revs.insert(rev, row).map_err(|e| err(e.into()))?;
-                            idx.insert((r.key, rev), ()).map_err(|e| err(e.into()))?;
-                            match r.value {
-                                Some(_) => {
-                                    if current.is_none() {
-                                        self.live_keys += 1;
-                                    }
-                                    latest
-                                        .insert(r.key, (rev, r.create_revision, r.version))
-                                        .map_err(|e| err(e.into()))?;
-                                }
-                                None => {
-                                    latest.remove(r.key).map_err(|e| err(e.into()))?;
-                                    self.live_keys -= 1;
-                                }
-                            }
-                            self.versions += 1;
-                        }
-                        (SESSION_TAG, Some(m)) => {
-                            let (client, bytes) = split_id(payload)?;
-                            if self.last_client.is_some_and(|l| client <= l) {
-                                return Err(bad(format!("session {client} out of order")));
-                            }
-                            self.last_client = Some(client);
-                            let s = decode_session(bytes).map_err(|e| bad(e.to_string()))?;
-                            if s.last_active_ms > m.clock_ms || s.last_seq == 0 {
-                                return Err(bad(format!(
-                                    "session of client {client} is inconsistent"
-                                )));
-                            }
-                            sessions.insert(client, bytes).map_err(|e| err(e.into()))?;
-                        }
-                        (other, Some(_)) => return Err(bad(format!("unknown record tag {other}"))),
+                        self.meta = Some(m);
                     }
+                    (META_TAG, Some(_)) => return Err(bad("a second meta record")),
+                    (_, None) => return Err(bad("the stream does not start with its meta")),
+                    (REVISION_TAG, Some(m)) => {
+                        let (rev, row) = split_id(payload)?;
+                        if self.last_revision.is_some_and(|l| rev <= l) || rev == 0 {
+                            return Err(bad(format!("revision {rev} out of order")));
+                        }
+                        if rev > m.kv.revision {
+                            return Err(bad(format!(
+                                "revision {rev} above the store's revision {}",
+                                m.kv.revision
+                            )));
+                        }
+                        if self.last_client.is_some() {
+                            return Err(bad("a revision after the sessions"));
+                        }
+                        self.last_revision = Some(rev);
+                        let r = RevRef::decode(row).map_err(|e| bad(e.to_string()))?;
+                        let current = t
+                            .latest
+                            .get(r.key)
+                            .map_err(|e| err(e.into()))?
+                            .map(|g| g.value());
+                        check_generation(rev, &r, current)?;
+                        t.revs.insert(rev, row).map_err(|e| err(e.into()))?;
+                        t.idx.insert((r.key, rev), ()).map_err(|e| err(e.into()))?;
+                        match r.value {
+                            Some(_) => {
+                                if current.is_none() {
+                                    self.live_keys += 1;
+                                }
+                                t.latest
+                                    .insert(r.key, (rev, r.create_revision, r.version))
+                                    .map_err(|e| err(e.into()))?;
+                            }
+                            None => {
+                                t.latest.remove(r.key).map_err(|e| err(e.into()))?;
+                                self.live_keys -= 1;
+                            }
+                        }
+                        self.versions += 1;
+                    }
+                    (SESSION_TAG, Some(m)) => {
+                        let (client, bytes) = split_id(payload)?;
+                        if self.last_client.is_some_and(|l| client <= l) {
+                            return Err(bad(format!("session {client} out of order")));
+                        }
+                        self.last_client = Some(client);
+                        let s = decode_session(bytes).map_err(|e| bad(e.to_string()))?;
+                        if s.last_active_ms > m.clock_ms || s.last_seq == 0 {
+                            return Err(bad(format!("session of client {client} is inconsistent")));
+                        }
+                        sessions.insert(client, bytes).map_err(|e| err(e.into()))?;
+                    }
+                    (other, Some(_)) => return Err(bad(format!("unknown record tag {other}"))),
                 }
                 self.crc.update(record);
                 self.records += 1;
                 at += FRAME + len;
             }
+            if let Some(progress) = self.progress() {
+                let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+                meta.insert(PROGRESS_ROW, encode_progress(&progress).as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
         }
         txn.commit().map_err(|e| err(e.into()))?;
+        if durable {
+            self.unsynced_bytes = 0;
+        }
         self.partial = buf[at..].to_vec();
         Ok(())
+    }
+
+    /// How far the rows go, once there are any.
+    fn progress(&self) -> Option<Progress> {
+        let meta = self.meta.as_ref()?;
+        Some(Progress {
+            last_revision: self.last_revision?,
+            compacted_before: meta.kv.compacted_before,
+            live_keys: self.live_keys,
+            versions: self.versions,
+        })
+    }
+
+    /// The meta record of a stream that continues the partial store `p`: the sender's state
+    /// must hold the same rows up to the point, and if it was compacted further since (no
+    /// further than the point) the partial store is compacted alike.
+    fn catch_up(&mut self, t: &mut Tables<'_>, p: &Progress, m: &Meta) -> Result<(), ImportError> {
+        if m.kv.revision < p.last_revision {
+            return Err(bad(format!(
+                "the stream's state ends at revision {}, before the partial store's {}",
+                m.kv.revision, p.last_revision
+            )));
+        }
+        if m.kv.compacted_before == p.compacted_before {
+            return Ok(());
+        }
+        if m.kv.compacted_before < p.compacted_before || m.kv.compacted_before > p.last_revision {
+            return Err(bad(format!(
+                "the stream's state is compacted below {}, the partial store below {} \
+                 through revision {}: it cannot continue it",
+                m.kv.compacted_before, p.compacted_before, p.last_revision
+            )));
+        }
+        let mut kv = super::KvMeta {
+            revision: p.last_revision,
+            compacted_before: p.compacted_before,
+            live_keys: self.live_keys,
+            versions: self.versions,
+        };
+        match t.compact(&mut kv, m.kv.compacted_before)? {
+            Ok(()) => {
+                self.versions = kv.versions;
+                Ok(())
+            }
+            Err(e) => Err(bad(format!("compacting the partial store: {e}"))),
+        }
     }
 
     fn end(&mut self, payload: &[u8]) -> Result<(), ImportError> {
@@ -475,10 +708,63 @@ impl Import {
             let mut t = txn.open_table(META).map_err(|e| err(e.into()))?;
             t.insert(META_ROW, encode_meta(&meta).as_slice())
                 .map_err(|e| err(e.into()))?;
+            t.remove(PROGRESS_ROW).map_err(|e| err(e.into()))?;
         }
         txn.commit().map_err(|e| err(e.into()))?;
         Ok(meta)
     }
+}
+
+fn remove_if_present(vfs: &dyn Vfs, path: &Path) -> Result<(), StoreError> {
+    match vfs.remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StoreError::Io {
+            op: "remove",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read_progress(db: &Database, path: &Path) -> Result<Option<Progress>, StoreError> {
+    let txn = db.begin_read().map_err(|e| StoreError::db(path, e))?;
+    let t = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(StoreError::db(path, e)),
+    };
+    let Some(row) = t.get(PROGRESS_ROW).map_err(|e| StoreError::db(path, e))? else {
+        return Ok(None);
+    };
+    rmp_serde::from_slice(row.value())
+        .map(Some)
+        .map_err(|e| StoreError::Corrupt(format!("import progress row: {e}")))
+}
+
+/// Where the partial store `db` could be continued from.
+fn point_of(db: &Database, path: &Path) -> Result<Option<ResumePoint>, StoreError> {
+    let Some(p) = read_progress(db, path)? else {
+        return Ok(None);
+    };
+    let txn = db.begin_read().map_err(|e| StoreError::db(path, e))?;
+    let revs = txn
+        .open_table(REVISIONS)
+        .map_err(|e| StoreError::db(path, e))?;
+    let row = revs
+        .get(p.last_revision)
+        .map_err(|e| StoreError::db(path, e))?
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the partial store's progress names revision {}, which it lacks",
+                p.last_revision
+            ))
+        })?;
+    Ok(Some(ResumePoint {
+        after_revision: p.last_revision,
+        compacted_before: p.compacted_before,
+        row_crc: crc32fast::hash(row.value()),
+    }))
 }
 
 fn split_id(payload: &[u8]) -> Result<(u64, &[u8]), ImportError> {

@@ -1,6 +1,7 @@
 //! The store against the in-memory model of `crate::state_machine`: the same log gives the
-//! same answers, whatever the batching, across reopening, through a snapshot stream, and
-//! after a power cut (then it is the state of its last synced commit).
+//! same answers, whatever the batching, across reopening, through a snapshot stream (whole,
+//! or cut and continued by a later one), and after a power cut (then it is the state of its
+//! last synced commit).
 
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 
@@ -9,6 +10,7 @@ use crate::state_machine::tests::{entries, steps};
 use crate::state_machine::{ClientCommand, StateMachine};
 use crate::storage::{Fault, OsFs, SimFs};
 use myraft_wire::raft::Member;
+use myraft_wire::snapshot::ResumePoint;
 use proptest::prelude::*;
 
 fn log(entries: &[(u64, ClientCommand)]) -> Vec<Entry> {
@@ -103,6 +105,37 @@ fn export_bytes(store: &Store) -> Vec<u8> {
     out
 }
 
+fn drain(mut e: Export) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(block) = e.next_block(300).unwrap() {
+        out.extend(block);
+    }
+    out
+}
+
+/// Feeds `bytes` into `imp` in pieces of `piece` and finishes it.
+fn feed_all(mut imp: Import, bytes: &[u8], piece: usize) -> Result<Meta, ImportError> {
+    for chunk in bytes.chunks(piece.max(1)) {
+        imp.feed(chunk)?;
+    }
+    imp.finish()
+}
+
+/// Where the import at `path` stands after the first `cut` bytes of `bytes`: sealed, or
+/// (`reopen`) dropped and found again on disk, as after a restart.
+fn cut_import(path: &Path, bytes: &[u8], cut: usize, reopen: bool) -> Option<ResumePoint> {
+    let mut imp = Import::create(&OsFs, path, 1 << 20).unwrap();
+    for chunk in bytes[..cut].chunks(97) {
+        imp.feed(chunk).unwrap();
+    }
+    if reopen {
+        drop(imp);
+        Import::resume_point(&OsFs, path, 1 << 20).unwrap()
+    } else {
+        imp.seal().unwrap()
+    }
+}
+
 fn import(dir: &Path, bytes: &[u8], piece: usize) -> Result<Meta, ImportError> {
     let mut imp = Import::create(&OsFs, &dir.join("incoming.redb"), 1 << 20)?;
     for chunk in bytes.chunks(piece.max(1)) {
@@ -181,6 +214,233 @@ proptest! {
         longer.push(0);
         prop_assert!(import(dir.path(), &longer, 64).is_err());
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A stream cut anywhere leaves a partial store; a later stream of a newer state
+    /// continues it from its point whenever the rows up to there are the same, and what
+    /// results is that newer state, exactly.
+    #[test]
+    fn a_cut_stream_is_continued_by_a_later_one(
+        steps in steps(),
+        at in any::<prop::sample::Index>(),
+        cut in any::<prop::sample::Index>(),
+        piece in 1usize..200,
+        reopen in any::<bool>(),
+    ) {
+        let log = log(&entries(&steps));
+        let (sm, _) = model_of(&log);
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&OsFs, &dir.path().join(STORE_FILE), &cfg()).unwrap();
+        store.apply(&log[..at.index(log.len() + 1)], true).unwrap();
+        let old = store.meta().kv;
+        let bytes = export_bytes(&store);
+        let incoming = dir.path().join("incoming.redb");
+        let point = cut_import(&incoming, &bytes, cut.index(bytes.len() + 1), reopen);
+        store.apply(&log, true).unwrap();
+        let new = store.meta().kv;
+
+        let export = store.reader().unwrap().export_continuing(point).unwrap();
+        let after = export.after_revision();
+        prop_assert_eq!(export.resume_considered(), point.is_some());
+        if let Some(p) = point {
+            prop_assert_eq!(p.compacted_before, old.compacted_before);
+            prop_assert!(p.after_revision <= old.revision);
+            if new.compacted_before == old.compacted_before {
+                prop_assert_eq!(after, p.after_revision, "same rows, yet not continued");
+            }
+            if new.compacted_before != old.compacted_before
+                && new.compacted_before > p.after_revision
+            {
+                prop_assert_eq!(after, 0, "continued past a compaction it lacks");
+            }
+        } else {
+            prop_assert_eq!(after, 0);
+        }
+        let stream = drain(export);
+        let imp = if after > 0 {
+            Import::resume(&OsFs, &incoming, 1 << 20, after).unwrap()
+        } else {
+            Import::create(&OsFs, &incoming, 1 << 20).unwrap()
+        };
+        let meta = feed_all(imp, &stream, piece).unwrap();
+        prop_assert_eq!(&meta, store.meta());
+        let mut other = Store::open(&OsFs, &dir.path().join("other.redb"), &cfg()).unwrap();
+        if other.replace_with(&OsFs, &incoming, &cfg()).unwrap() {
+            same_answers(&other, &sm)?;
+            prop_assert_eq!(export_bytes(&other), export_bytes(&store));
+        }
+        prop_assert_eq!(Import::resume_point(&OsFs, &incoming, 1 << 20).unwrap(), None);
+    }
+}
+
+/// A state of `n` keys written twice each, with a compaction through `compact` (0: none).
+fn two_generations(n: u64, compact: u64) -> Vec<Entry> {
+    let mut cmds: Vec<Command> = (0..2 * n)
+        .map(|i| Command::Put {
+            key: format!("k{:03}", i % n).into_bytes(),
+            value: vec![i as u8; 100],
+        })
+        .collect();
+    if compact > 0 {
+        cmds.push(Command::Compact { revision: compact });
+    }
+    log(&cmds
+        .into_iter()
+        .enumerate()
+        .map(|(i, cmd)| {
+            (
+                1000 + i as u64,
+                ClientCommand {
+                    client_id: 1,
+                    seq: i as u64 + 1,
+                    cmd,
+                },
+            )
+        })
+        .collect::<Vec<_>>())
+}
+
+/// The cases the property test meets by chance, each for certain: a later compaction the
+/// partial store has all the rows for is caught up on; one past its last row, or a row that
+/// differs, means a whole stream; a partial store is only continued from where it ends.
+#[test]
+fn a_partial_store_is_continued_only_where_the_rows_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let incoming = dir.path().join("incoming.redb");
+    let base = two_generations(100, 0);
+    let mut store = Store::open(&OsFs, &dir.path().join(STORE_FILE), &cfg()).unwrap();
+    store.apply(&base, true).unwrap();
+    let bytes = export_bytes(&store);
+    // Through about three quarters of the rows: revision 150 or so of 200.
+    let p = cut_import(&incoming, &bytes, bytes.len() * 3 / 4, true).unwrap();
+    assert!(
+        (100..200).contains(&p.after_revision),
+        "cut at revision {}",
+        p.after_revision
+    );
+    assert!(matches!(
+        Import::resume(&OsFs, &incoming, 1 << 20, p.after_revision + 1),
+        Err(ImportError::Stream(_))
+    ));
+
+    let continued = |log: &[Entry]| {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&OsFs, &d.path().join(STORE_FILE), &cfg()).unwrap();
+        s.apply(log, true).unwrap();
+        let e = s.reader().unwrap().export_continuing(Some(p)).unwrap();
+        (e.after_revision(), s, d)
+    };
+    // Compacted since, at a point the partial store holds every row for: continued, and
+    // the partial store is compacted alike.
+    let mut later = base.clone();
+    later.extend(
+        two_generations(100, 120)
+            .split_off(200)
+            .into_iter()
+            .map(|mut e| {
+                e.index = 201;
+                e.term = 21;
+                if let EntryPayload::Command(b) = &e.payload {
+                    let mut c = LogCommand::decode(b).unwrap();
+                    c.req.seq = 201;
+                    e.payload = EntryPayload::Command(c.encode());
+                }
+                e
+            }),
+    );
+    let (after, s, _d) = continued(&later);
+    assert_eq!(after, p.after_revision, "not continued");
+    assert_eq!(s.meta().kv.compacted_before, 120);
+    let imp = Import::resume(&OsFs, &incoming, 1 << 20, after).unwrap();
+    let stream = drain(s.reader().unwrap().export_continuing(Some(p)).unwrap());
+    let meta = feed_all(imp, &stream, 50).unwrap();
+    assert_eq!(&meta, s.meta());
+    let mut other = Store::open(&OsFs, &dir.path().join("other.redb"), &cfg()).unwrap();
+    assert!(other.replace_with(&OsFs, &incoming, &cfg()).unwrap());
+    assert_eq!(export_bytes(&other), export_bytes(&s));
+
+    // A compaction past the partial store's last row: whole.
+    let mut past = p;
+    past.after_revision = 110;
+    past.row_crc = 0;
+    let (after, _, _d) = continued(&later);
+    assert!(after > 0);
+    let d = tempfile::tempdir().unwrap();
+    let mut s = Store::open(&OsFs, &d.path().join(STORE_FILE), &cfg()).unwrap();
+    s.apply(&later, true).unwrap();
+    let e = s.reader().unwrap().export_continuing(Some(past)).unwrap();
+    assert_eq!(
+        (e.after_revision(), e.resume_considered()),
+        (0, true),
+        "continued past a compaction it lacks"
+    );
+    // The same compaction point but another row there: whole.
+    let mut other_row = p;
+    other_row.row_crc ^= 1;
+    let (after, _, _d) = {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&OsFs, &d.path().join(STORE_FILE), &cfg()).unwrap();
+        s.apply(&base, true).unwrap();
+        let e = s
+            .reader()
+            .unwrap()
+            .export_continuing(Some(other_row))
+            .unwrap();
+        (e.after_revision(), s, d)
+    };
+    assert_eq!(after, 0, "continued from a row that differs");
+}
+
+/// A power cut in the middle of an import leaves a partial store that is either dropped
+/// or continues from a point within what was synced, and continuing it gives the sender's
+/// state exactly.
+#[test]
+fn a_power_cut_during_an_import_leaves_a_store_to_continue() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let mut src = Store::open(&OsFs, &src_dir.path().join(STORE_FILE), &cfg()).unwrap();
+    src.apply(&two_generations(300, 250), true).unwrap();
+    let bytes = export_bytes(&src);
+    let dir = Path::new("/sim");
+    let (mut continued, mut dropped) = (0, 0);
+    for seed in 0..40u64 {
+        let fs = SimFs::new(seed);
+        fs.create_dir_all(dir).unwrap();
+        let incoming = dir.join("incoming.redb");
+        let mut imp = Import::create(&fs, &incoming, 1 << 20)
+            .unwrap()
+            .checkpoint_every(4_000);
+        fs.arm(1 + seed * 11, Fault::Crash);
+        for piece in bytes.chunks(700) {
+            if imp.feed(piece).is_err() {
+                break;
+            }
+        }
+        drop(imp);
+        assert!(!fs.fired().is_empty(), "seed {seed}: no crash");
+        fs.power_cut();
+        let Some(p) = Import::resume_point(&fs, &incoming, 1 << 20)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+        else {
+            dropped += 1;
+            continue;
+        };
+        let export = src.reader().unwrap().export_continuing(Some(p)).unwrap();
+        assert_eq!(export.after_revision(), p.after_revision, "seed {seed}");
+        let imp = Import::resume(&fs, &incoming, 1 << 20, p.after_revision)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let meta =
+            feed_all(imp, &drain(export), 333).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(&meta, src.meta(), "seed {seed}");
+        let mut store = Store::open(&fs, &dir.join(STORE_FILE), &cfg()).unwrap();
+        assert!(store.replace_with(&fs, &incoming, &cfg()).unwrap());
+        assert_eq!(export_bytes(&store), bytes, "seed {seed}");
+        continued += 1;
+    }
+    eprintln!("{continued} continued, {dropped} dropped");
+    assert!(continued >= 20, "{continued} continued, {dropped} dropped");
 }
 
 fn membership(n: u64) -> Membership {

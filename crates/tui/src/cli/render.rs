@@ -435,18 +435,24 @@ fn transfer_json(t: &Transfer) -> Value {
         "bytes_done": t.bytes_done,
         "bytes_total": t.bytes_total,
         "bytes_per_s": transfer_rate(t),
+        "resumed_after_revision": t.resumed_after_revision,
     })
 }
 
-/// "to n3: 12.0 MiB of ~40.0 MiB at 5.1 MiB/s (index 1200)".
+/// "to n3: 12.0 MiB of ~40.0 MiB at 5.1 MiB/s (index 1200)", with ", resumed after
+/// revision N" for a stream that continues a partial one.
 pub fn transfer_line(t: &Transfer) -> String {
     let way = if t.sending { "to" } else { "from" };
     let total = match t.bytes_total {
         0 => String::new(),
         n => format!(" of ~{}", bytes(n)),
     };
+    let resumed = match t.resumed_after_revision {
+        0 => String::new(),
+        r => format!(", resumed after revision {r}"),
+    };
     format!(
-        "{way} {}: {}{total} at {}/s (index {})",
+        "{way} {}: {}{total} at {}/s (index {}{resumed})",
         t.peer,
         bytes(t.bytes_done),
         bytes(transfer_rate(t)),

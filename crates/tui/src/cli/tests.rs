@@ -522,6 +522,7 @@ fn node_json_names_peers_and_has_every_field() {
                 bytes_done: 3 << 20,
                 bytes_total: 12 << 20,
                 elapsed_ms: 2000,
+                resumed_after_revision: 21,
             }],
         },
     };
@@ -562,7 +563,8 @@ fn node_json_names_peers_and_has_every_field() {
     assert_eq!(
         r.json["transfers"][0],
         json!({"peer": "n1", "direction": "receiving", "snapshot_index": 8,
-               "bytes_done": 3 << 20, "bytes_total": 12 << 20, "bytes_per_s": 3 << 19})
+               "bytes_done": 3 << 20, "bytes_total": 12 << 20, "bytes_per_s": 3 << 19,
+               "resumed_after_revision": 21})
     );
     assert!(
         r.human.contains("revisions          12..=40"),
@@ -570,8 +572,9 @@ fn node_json_names_peers_and_has_every_field() {
         r.human
     );
     assert!(
-        r.human
-            .contains("from n1: 3.0 MiB of ~12.0 MiB at 1.5 MiB/s (index 8)"),
+        r.human.contains(
+            "from n1: 3.0 MiB of ~12.0 MiB at 1.5 MiB/s (index 8, resumed after revision 21)"
+        ),
         "{}",
         r.human
     );

@@ -121,6 +121,7 @@ fn detail(name: &str) -> NodeDetail {
                     bytes_done: 24 << 20,
                     bytes_total: 90 << 20,
                     elapsed_ms: 4000,
+                    resumed_after_revision: 0,
                 }]
             } else {
                 Vec::new()

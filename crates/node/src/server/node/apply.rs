@@ -89,6 +89,8 @@ impl Node {
                 state,
             } => {
                 self.store = state;
+                self.snaps
+                    .on_installed(from, meta.applied_index, meta.applied_term);
                 if replaced {
                     self.applied_membership = meta.membership.clone();
                 }
@@ -115,6 +117,7 @@ impl Node {
                 tracing::warn!(%reason, "snapshot stream from {from:x} refused");
                 self.snaps.reset_incoming(from);
             }
+            ApplyEvent::ImportSealed(point) => self.snaps.on_sealed(point),
             ApplyEvent::Export { to, export } => {
                 if self.raft.is_leader() {
                     let term = self.raft.term();

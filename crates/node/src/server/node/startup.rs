@@ -132,6 +132,18 @@ async fn serve(
     let mut seen = BTreeMap::new();
     remember_addrs(&mut seen, raft.membership());
 
+    // A snapshot stream cut short by a stop is kept for a stream that continues it.
+    let partial = crate::store::Import::resume_point(
+        &*cfg.disk.vfs,
+        &store.incoming_path(),
+        store_cfg.cache_bytes,
+    )?;
+    if let Some(p) = &partial {
+        tracing::info!(
+            after_revision = p.after_revision,
+            "a partial snapshot store is kept for a stream that continues it"
+        );
+    }
     let core = ApplyCore::new(store, cfg.disk.vfs.clone(), store_cfg, cfg.sync_interval);
     let store_state = core.state();
     let (events_tx, apply_events) = tokio::sync::mpsc::unbounded_channel();
@@ -143,7 +155,7 @@ async fn serve(
     };
 
     let mut node = Node {
-        snaps: SnapshotTransfers::new(cfg.max_datagram, cfg.apply_inline),
+        snaps: SnapshotTransfers::new(cfg.max_datagram, cfg.apply_inline, partial),
         advertise,
         raft,
         storage,
@@ -196,7 +208,7 @@ pub(in crate::server) fn migrate_legacy_snapshot(
         ))
     })?;
     let bytes = crate::store::stream::model_stream(&sm, snap.meta.last_term, snap.meta.membership);
-    let incoming = store.path().with_extension("redb.incoming");
+    let incoming = store.incoming_path();
     let vfs = &*cfg.disk.vfs;
     let mut import = crate::store::Import::create(vfs, &incoming, store_cfg.cache_bytes)?;
     let stream_err = |e: crate::store::ImportError| {

@@ -62,6 +62,7 @@ impl Node {
                 bytes_done: p.bytes_done,
                 bytes_total: p.bytes_total_estimate,
                 elapsed_ms: u64::from(p.elapsed_ticks).saturating_mul(tick_ms),
+                resumed_after_revision: p.after_revision,
             })
             .collect();
         StoreStats {
