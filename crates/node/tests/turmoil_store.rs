@@ -1,5 +1,6 @@
 //! The state store of the real node on turmoil's simulated network: a follower far behind
-//! catches up from a snapshot streamed from the leader's store through datagram loss, and
+//! catches up from a snapshot streamed from the leader's store through datagram loss, a
+//! stream cut short by a restart of either side is continued rather than begun again, and
 //! automatic compaction keeps the configured revisions on every member alike.
 //!
 //! `MYRAFT_SEED=N` runs seed N alone (default: seeds 0..3); a failure prints its seed.
@@ -41,12 +42,29 @@ fn name_of(addr: SocketAddr) -> &'static str {
     support::name_of(&NODES, addr)
 }
 
-/// Runs `scenario` as the client against three fresh nodes. The scenario sets `lossy` to
-/// have 10 % of datagrams dropped.
+/// What a scenario may do to the simulation besides being a client.
+#[derive(Clone, Default)]
+struct Controls {
+    /// Set to have datagrams lost: each send may cut the link for a while (turmoil's
+    /// `fail_rate` 0.1), losing what is in flight, so loss comes in bursts.
+    lossy: Rc<Cell<bool>>,
+    /// Nodes to crash (as by `kill -9`) and start again, from their data dirs.
+    restart: Rc<RefCell<Vec<&'static str>>>,
+    /// What happened, for the failure message.
+    log: Rc<RefCell<Vec<String>>>,
+}
+
+impl Controls {
+    fn note(&self, what: String) {
+        self.log.borrow_mut().push(what);
+    }
+}
+
+/// Runs `scenario` as the client against three fresh nodes.
 fn run<F>(
     seed: u64,
     setup: Setup,
-    scenario: impl FnOnce(Client, Rc<Cell<bool>>, Rc<RefCell<Vec<String>>>) -> F + 'static,
+    scenario: impl FnOnce(Client, Controls) -> F + 'static,
 ) -> Result<(), String>
 where
     F: std::future::Future<Output = Result<(), String>> + 'static,
@@ -60,24 +78,27 @@ where
         let dir = tmp.path().join(name);
         sim.host(name, move || node(seed, i, dir.clone(), setup));
     }
-    let lossy = Rc::new(Cell::new(false));
-    let log = Rc::new(RefCell::new(Vec::new()));
-    let (l, g) = (lossy.clone(), log.clone());
+    let controls = Controls::default();
+    let ctl = controls.clone();
     sim.client("client", async move {
         let c = Client::new(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
-        Ok(scenario(c, l, g).await?)
+        Ok(scenario(c, ctl).await?)
     });
     let mut loss_on = false;
     loop {
         let done = sim
             .step()
-            .map_err(|e| format!("{e}; {}", log.borrow().join("; ")))?;
+            .map_err(|e| format!("{e}; {}", controls.log.borrow().join("; ")))?;
         if done {
             return Ok(());
         }
-        if lossy.get() != loss_on {
-            loss_on = lossy.get();
+        if controls.lossy.get() != loss_on {
+            loss_on = controls.lossy.get();
             sim.set_fail_rate(if loss_on { 0.1 } else { 0.0 });
+        }
+        for name in controls.restart.borrow_mut().drain(..) {
+            sim.crash(name);
+            sim.bounce(name);
         }
     }
 }
@@ -98,7 +119,7 @@ fn a_follower_far_behind_catches_up_from_a_streamed_snapshot() {
             log_retain_bytes: 4 << 10,
             auto_compact_revisions: 0,
         };
-        run(seed, setup, |mut c, lossy, log| async move {
+        run(seed, setup, |mut c, ctl| async move {
             let (_, leader) = c.call(WRITER, 1, &put_op("first", "1")).await?;
             let behind = NODES
                 .iter()
@@ -108,7 +129,7 @@ fn a_follower_far_behind_catches_up_from_a_streamed_snapshot() {
             for other in NODES.iter().filter(|n| **n != behind) {
                 turmoil::partition(behind, *other);
             }
-            log.borrow_mut().push(format!("cut off {behind}"));
+            ctl.note(format!("cut off {behind}"));
             for i in 0..KEYS {
                 c.call(WRITER, i + 2, &put_op(&format!("k{i:03}"), &value(i)))
                     .await?;
@@ -127,11 +148,11 @@ fn a_follower_far_behind_catches_up_from_a_streamed_snapshot() {
                     before.last_log_index
                 ));
             }
-            lossy.set(true);
+            ctl.lossy.set(true);
             for other in NODES.iter().filter(|n| **n != behind) {
                 turmoil::repair(behind, *other);
             }
-            log.borrow_mut().push(format!("repaired {behind}, loss on"));
+            ctl.note(format!("repaired {behind}, loss on"));
             // Every write must show on the follower, read from its own store.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             let last = format!("k{:03}", KEYS - 1);
@@ -146,7 +167,7 @@ fn a_follower_far_behind_catches_up_from_a_streamed_snapshot() {
                 }
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            lossy.set(false);
+            ctl.lossy.set(false);
             for i in 0..KEYS {
                 let key = format!("k{i:03}");
                 let mut seen = None;
@@ -183,7 +204,7 @@ fn automatic_compaction_keeps_the_configured_revisions() {
             log_retain_bytes: 64 << 20,
             auto_compact_revisions: 20,
         };
-        run(seed, setup, |mut c, _lossy, _log| async move {
+        run(seed, setup, |mut c, _ctl| async move {
             for i in 0..100u64 {
                 c.call(WRITER, i + 1, &put_op("k", &i.to_string())).await?;
             }
@@ -236,4 +257,141 @@ fn automatic_compaction_keeps_the_configured_revisions() {
             }
         })
     });
+}
+
+/// Keys and values of the restart scenarios: a state of about 800 KiB, a few hundred chunks.
+const BIG_KEYS: u64 = 800;
+
+fn big_value(i: u64) -> String {
+    format!("{i:04}-{}", "w".repeat(1000))
+}
+
+/// Which side of a snapshot transfer a scenario restarts.
+#[derive(Clone, Copy, Debug)]
+enum Restart {
+    Follower,
+    Leader,
+}
+
+/// A follower far behind gets a snapshot through bursts of loss; a fifth of the way in,
+/// `who` is crashed and started again. The stream that follows continues the follower's
+/// partial store (a transfer on the follower shows `resumed_after_revision` above 0), and
+/// the follower ends up with every acknowledged write.
+fn a_stream_cut_by_a_restart_is_continued(who: Restart) {
+    for_each_seed(|seed| {
+        let setup = Setup {
+            log_retain_bytes: 4 << 10,
+            auto_compact_revisions: 0,
+        };
+        run(seed, setup, move |mut c, ctl| async move {
+            let (_, leader) = c.call(WRITER, 1, &put_op("first", "1")).await?;
+            let leader = name_of(leader);
+            let behind = NODES
+                .iter()
+                .copied()
+                .find(|n| *n != leader)
+                .ok_or("no follower")?;
+            for other in NODES.iter().filter(|n| **n != behind) {
+                turmoil::partition(behind, *other);
+            }
+            ctl.note(format!("cut off {behind}"));
+            for i in 0..BIG_KEYS {
+                c.call(WRITER, i + 2, &put_op(&format!("b{i:04}"), &big_value(i)))
+                    .await?;
+            }
+            ctl.lossy.set(true);
+            for other in NODES.iter().filter(|n| **n != behind) {
+                turmoil::repair(behind, *other);
+            }
+            ctl.note(format!("repaired {behind}, loss on"));
+            let at = node_addr(behind);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+            loop {
+                let receiving = c.detail(at).await.and_then(|d| {
+                    d.store
+                        .transfers
+                        .into_iter()
+                        .find(|t| !t.sending && t.bytes_total > 0)
+                });
+                if let Some(t) = receiving {
+                    if t.bytes_done * 5 >= t.bytes_total {
+                        ctl.note(format!(
+                            "{behind} has {} of ~{} bytes",
+                            t.bytes_done, t.bytes_total
+                        ));
+                        break;
+                    }
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("no snapshot reached {behind} within 120 s"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let victim = match who {
+                Restart::Follower => behind,
+                Restart::Leader => leader,
+            };
+            ctl.restart.borrow_mut().push(victim);
+            ctl.note(format!("restarted {victim}"));
+
+            let last = format!("b{:04}", BIG_KEYS - 1);
+            let mut resumed = None;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+            loop {
+                if let Some(d) = c.detail(at).await {
+                    if let Some(t) = d
+                        .store
+                        .transfers
+                        .iter()
+                        .find(|t| !t.sending && t.resumed_after_revision > 0)
+                    {
+                        resumed.get_or_insert((t.peer.clone(), t.resumed_after_revision));
+                    }
+                }
+                if let Some(s) = c.stale_get(at, &last).await {
+                    if s.value.as_deref() == Some(big_value(BIG_KEYS - 1).as_bytes()) {
+                        break;
+                    }
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(format!("{behind} did not catch up within 240 s"));
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            ctl.lossy.set(false);
+            let Some((from, after)) = resumed else {
+                return Err(format!(
+                    "{behind} caught up, but never from a stream that continued its partial store"
+                ));
+            };
+            ctl.note(format!(
+                "{behind} continued after revision {after} from {from}"
+            ));
+            for i in 0..BIG_KEYS {
+                let key = format!("b{i:04}");
+                let mut seen = None;
+                for _ in 0..20 {
+                    seen = c.stale_get(at, &key).await;
+                    if seen.is_some() {
+                        break;
+                    }
+                }
+                let got = seen.ok_or(format!("{behind} does not answer for {key}"))?;
+                if got.value.as_deref() != Some(big_value(i).as_bytes()) {
+                    return Err(format!("{behind} holds {:?} for {key}", got.value));
+                }
+            }
+            Ok(())
+        })
+    });
+}
+
+#[test]
+fn a_follower_restarted_mid_snapshot_continues_it() {
+    a_stream_cut_by_a_restart_is_continued(Restart::Follower);
+}
+
+#[test]
+fn a_leader_restarted_mid_snapshot_is_continued_by_the_next() {
+    a_stream_cut_by_a_restart_is_continued(Restart::Leader);
 }

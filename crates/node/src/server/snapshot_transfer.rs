@@ -143,9 +143,11 @@ struct Outgoing {
     total_records: u64,
     /// Acknowledgements in a row of `acked` that moved nothing.
     duplicates: u32,
-    /// An acknowledgement of this stream arrived. Until then only its first chunk goes out:
-    /// the receiver may answer it with a resume offer, and the rest would be wasted.
-    heard: bool,
+    /// Chunks that may be in flight: starts at one (the receiver may answer the first
+    /// chunk with a resume offer, and more would be wasted), doubles with each
+    /// acknowledgement that moves, up to [`WINDOW`]; back to one after a silence and halved
+    /// after a loss, so that bursts of loss cannot keep taking the same chunk every time.
+    cwnd: u64,
 }
 
 /// How far a transfer has come, for status output.
@@ -164,6 +166,23 @@ pub struct TransferProgress {
 }
 
 impl Outgoing {
+    /// Reads the export until it has produced `upto` bytes, or has nothing more yet.
+    fn fill(&mut self, upto: u64) -> Result<(), String> {
+        while self.produced < upto && !self.source_done {
+            match self.source.next() {
+                Next::Block(b) => {
+                    self.buf.extend_from_slice(&b.bytes);
+                    self.produced = b.produced;
+                    self.records = b.records;
+                }
+                Next::NotYet => break,
+                Next::End => self.source_done = true,
+                Next::Failed(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn stream(&self) -> StreamId {
         StreamId {
             index: self.index,
@@ -316,7 +335,7 @@ impl SnapshotTransfers {
                 records: 0,
                 total_records,
                 duplicates: 0,
-                heard: resume_considered,
+                cwnd: 1,
             },
         );
         self.pump(t, to);
@@ -372,28 +391,14 @@ impl SnapshotTransfers {
         let Some(o) = self.out.get_mut(&to) else {
             return;
         };
-        let window = if o.heard { WINDOW * max_data } else { 1 };
+        let window = o.cwnd * max_data;
         let mut failed = None;
         for _ in 0..BURST {
             if o.all_sent || o.sent >= o.acked.saturating_add(window) {
                 break;
             }
-            while o.produced < o.sent + max_data && !o.source_done {
-                match o.source.next() {
-                    Next::Block(b) => {
-                        o.buf.extend_from_slice(&b.bytes);
-                        o.produced = b.produced;
-                        o.records = b.records;
-                    }
-                    Next::NotYet => break,
-                    Next::End => o.source_done = true,
-                    Next::Failed(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if failed.is_some() {
+            if let Err(e) = o.fill(o.sent + max_data) {
+                failed = Some(e);
                 break;
             }
             let avail = o.produced - o.sent;
@@ -437,7 +442,6 @@ impl SnapshotTransfers {
         if ack.stream() != o.stream() {
             return None;
         }
-        o.heard = true;
         if ack.done {
             tracing::info!(bytes = o.produced, "snapshot stream to {from:x} delivered");
             let index = o.index;
@@ -472,12 +476,23 @@ impl SnapshotTransfers {
             self.requested.insert(from, (addr, 0));
             return Some(WantExport { resume });
         }
-        if ack.next_offset > o.acked && ack.next_offset <= o.sent {
+        if ack.next_offset > o.produced {
+            // The receiver may be further on than this transfer has sent: chunks from
+            // before a go-back, or an earlier transfer of the same stream (same bytes).
+            if let Err(e) = o.fill(ack.next_offset) {
+                tracing::error!(error = %e, "snapshot export to {from:x} failed; abandoned");
+                self.out.remove(&from);
+                return None;
+            }
+        }
+        if ack.next_offset > o.acked && ack.next_offset <= o.produced {
             let drop = usize::try_from(ack.next_offset - o.acked).unwrap_or(usize::MAX);
             o.buf.drain(..drop.min(o.buf.len()));
             o.acked = ack.next_offset;
+            o.sent = o.sent.max(o.acked);
             o.idle = 0;
             o.duplicates = 0;
+            o.cwnd = (o.cwnd * 2).min(WINDOW);
         } else if ack.next_offset == o.acked && o.sent > o.acked {
             // The receiver got a chunk past a gap. A few of those and the gap is a loss:
             // go back to it now; the acknowledgements of the chunks already in flight after
@@ -486,6 +501,7 @@ impl SnapshotTransfers {
             if o.duplicates == DUPLICATE_ACKS {
                 o.sent = o.acked;
                 o.all_sent = false;
+                o.cwnd = (o.cwnd / 2).max(1);
             } else if o.duplicates > DUPLICATE_ACKS
                 && u64::from(o.duplicates) > WINDOW + u64::from(DUPLICATE_ACKS)
             {
@@ -515,6 +531,7 @@ impl SnapshotTransfers {
             if o.idle.is_multiple_of(RESEND_AFTER_TICKS) {
                 o.sent = o.acked;
                 o.all_sent = false;
+                o.cwnd = 1;
             }
             active.push(*to);
             true
@@ -992,7 +1009,11 @@ mod tests {
                 return;
             }
         }
-        panic!("the exchange never ended");
+        panic!(
+            "the exchange never ended: leader {:?}, follower {:?}",
+            l.snaps.progress(),
+            f.snaps.progress()
+        );
     }
 
     fn stream_len(store: &Store) -> u64 {
@@ -1069,13 +1090,54 @@ mod tests {
         );
         exchange(&mut l, &mut f, |f| f.installed.is_some());
         assert_eq!(f.installed.as_ref(), Some(l.store.meta()));
+        // What was in flight when the follower stopped is lost, a window at most; the
+        // rest is the stream that continues, about half the state.
+        let in_flight = WINDOW * max_chunk_data(1_400) as u64;
+        let whole_after = l.sent_bytes - before - l.continued_bytes;
         assert!(
-            l.continued_bytes > 0 && l.sent_bytes - before < full * 6 / 10,
+            l.continued_bytes > 0 && l.continued_bytes < full * 6 / 10 && whole_after <= in_flight,
             "after the restart the leader sent {} bytes ({} continuing) of a {full}-byte state",
             l.sent_bytes - before,
             l.continued_bytes
         );
         drop(f);
         assert_eq!(stream_of(dirs[1].path()).len() as u64, full);
+    }
+
+    /// The receiver can be further on than the sender's resend point: it has chunks of an
+    /// earlier transfer of the same stream, given up while their acknowledgements were
+    /// lost. The new transfer goes on from where the receiver is, rather than resending the
+    /// chunk before it until it gives up again.
+    #[test]
+    fn a_receiver_ahead_of_a_new_transfer_of_the_same_stream_is_followed() {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut f = Follower::start(dirs.1.path());
+        let mut l = Leader::start(dirs.0.path(), LEADER, 2_000);
+        let full = stream_len(&l.store);
+        exchange(&mut l, &mut f, |f| f.received() > full / 4);
+        // More chunks arrive, but none of their acknowledgements.
+        for _ in 0..10 {
+            for body in drain(&l.air) {
+                let Body::SnapshotChunk(c) = body else {
+                    panic!("the leader sent {body:?}")
+                };
+                f.take(l.id, c);
+            }
+            drain(&f.air);
+            l.snaps.on_tick(&mut l.t);
+        }
+        let acked = l.snaps.progress()[0].bytes_done;
+        assert!(f.received() > acked, "the follower is not ahead");
+        // The leader hears nothing and gives the transfer up; the core asks again.
+        for _ in 0..ABANDON_AFTER_TICKS {
+            l.snaps.on_tick(&mut l.t);
+        }
+        assert!(l.snaps.progress().is_empty(), "not given up");
+        drain(&l.air);
+        assert!(l.snaps.want(FOLLOWER, addr(2)));
+        let export = l.store.reader().unwrap().export().unwrap();
+        l.snaps.begin(&mut l.t, FOLLOWER, export, 1);
+        exchange(&mut l, &mut f, |f| f.installed.is_some());
+        assert_eq!(f.installed.as_ref(), Some(l.store.meta()));
     }
 }
