@@ -16,6 +16,11 @@
 #    and the leader's largest RSS meanwhile.
 # 5. A follower removed and started again with an empty data dir: time until it has
 #    caught up from a snapshot of the N keys.
+# 6. The same, but the follower is killed with -9 a third of the way into its snapshot and
+#    restarted: the stream that follows continues its partial store (`resumed_after_revision`
+#    in `myraft node`), and the time and bytes until it has caught up.
+# 7. The same, but the leader is killed with -9 a third of the way in (and restarted): the
+#    next leader's stream continues the follower's partial store.
 # Then the table. Status comes from the entrance, which probes every 500 ms: times are
 # good to about half a second.
 #
@@ -190,6 +195,99 @@ rejoin=$(since "$t0")
 keys=$(m node "$gone" | jq '.keys')
 echo "rejoin of $gone with an empty data dir: caught up to index $target ($keys keys) in $rejoin s" >&2
 
+# Receiving transfer of member $1 as "bytes_done bytes_total resumed_after_revision peer", if any.
+receiving() {
+    m node "$1" 2>/dev/null | jq -r '[.transfers[]? | select(.direction == "receiving")][0]
+        | select(. != null) | "\(.bytes_done) \(.bytes_total) \(.resumed_after_revision) \(.peer)"'
+}
+
+# Removes a follower, empties its data dir and starts it again; sets rj_name, rj_argv, rj_t0.
+rejoin_empty() {
+    wait_for 60 "followers within 10 entries" all_within 10
+    rj_name=$(follower)
+    local p; p=$(pid_of "$rj_name")
+    local c; c=$(tr '\0' '\n' <"/proc/$p/cmdline")
+    m remove "$rj_name" >/dev/null
+    wait_for 30 "$rj_name to exit" bash -c "! kill -0 $p 2>/dev/null"
+    rm -rf "${W:?}/$rj_name"
+    mapfile -t rj_argv <<<"$c"
+    rj_t0=$(now)
+    "${rj_argv[@]}" >>"$W/$rj_name.rejoin.log" 2>&1 &
+    EXTRA_PIDS+=($!)
+    for _ in $(seq 1 50); do m approve "$rj_name" >/dev/null 2>&1 && break; sleep 0.2; done || true
+}
+
+# Waits until member $1 has received a third of its snapshot; prints the bytes it has.
+third_in() {
+    local r=""
+    for _ in $(seq 1 3000); do
+        r=$(receiving "$1")
+        if [ -n "$r" ] && awk -v d="${r%% *}" -v t="$(cut -d' ' -f2 <<<"$r")" 'BEGIN { exit !(t > 0 && d * 3 >= t) }'; then
+            echo "${r%% *}"
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "bench-scale: $1 never got a third of a snapshot" >&2
+    return 1
+}
+
+# Polls member $1 until it has applied index $2, remembering the first transfer it showed that
+# continued a partial store and the most bytes of it received; sets rs_after, rs_peer, rs_bytes.
+follow_resume() {
+    rs_after=0; rs_peer=""; rs_bytes=0
+    local t0; t0=$(now)
+    until m node "$1" 2>/dev/null | jq -e --argjson i "$2" '.applied_index >= $i' >/dev/null; do
+        local r; r=$(receiving "$1")
+        if [ -n "$r" ]; then
+            read -r done total after peer <<<"$r"
+            if [ "$after" -gt 0 ]; then
+                [ "$rs_after" = 0 ] && { rs_after=$after; rs_peer=$peer; }
+                [ "$done" -gt "$rs_bytes" ] && rs_bytes=$done
+            fi
+        fi
+        if awk -v a="$t0" -v b="$(now)" 'BEGIN { exit !(b - a > 300) }'; then
+            echo "bench-scale: $1 did not catch up within 300 s" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+restart_cmd() { # restart_cmd NAME ARGV...: waits for NAME's lock to be free, starts ARGV
+    local name=$1; shift
+    wait_for 10 "$name to die" flock -n "$W/$name/LOCK" true
+    "$@" >>"$W/$name.restart.log" 2>&1 &
+    EXTRA_PIDS+=($!)
+}
+
+echo "== MyRaft: a follower killed with -9 a third of the way into its snapshot" >&2
+rejoin_empty
+target=$(status | jq '.commit_index')
+had=$(third_in "$rj_name")
+kill -9 "$(pid_of "$rj_name")"
+t_kill=$(now)
+restart_cmd "$rj_name" "${rj_argv[@]}"
+follow_resume "$rj_name" "$target"
+fr_time=$(since "$t_kill")
+fr_line="killed with $had bytes; continued after revision $rs_after from $rs_peer ($rs_bytes bytes more); caught up ${fr_time} s after the kill"
+echo "follower killed mid-snapshot: $fr_line" >&2
+
+echo "== MyRaft: the leader killed with -9 a third of the way into a follower's snapshot" >&2
+rejoin_empty
+target=$(status | jq '.commit_index')
+had=$(third_in "$rj_name")
+lname=$(leader); lp=$(pid_of "$lname")
+lcmd=$(tr '\0' '\n' <"/proc/$lp/cmdline")
+mapfile -t largv <<<"$lcmd"
+kill -9 "$lp"
+t_kill=$(now)
+restart_cmd "$lname" "${largv[@]}"
+follow_resume "$rj_name" "$target"
+lr_time=$(since "$t_kill")
+lr_line="$rj_name had $had bytes from $lname; continued after revision $rs_after from $rs_peer ($rs_bytes bytes more); caught up ${lr_time} s after the kill"
+echo "leader killed mid-snapshot: $lr_line" >&2
+
 echo
 echo "bench-scale $(date -u +%Y-%m-%d), $(nproc) cores, N=$N"
 echo "etcd:   $etcd_line"
@@ -197,6 +295,8 @@ echo "myraft: $puts puts/s @64, $elections elections, put p99 $p99 ms / p99.9 $p
 echo "myraft: kill -9 and restart of a follower with the $N keys: up and caught up in $restart s"
 echo "myraft: follower SIGSTOPped $STOP_SECS s under load: caught up $stop_catchup s after SIGCONT; leader RSS max $max_rss KiB"
 echo "myraft: follower removed and rejoined empty: caught up from a snapshot in $rejoin s"
+echo "myraft: follower killed mid-snapshot: $fr_line"
+echo "myraft: leader killed mid-snapshot: $lr_line"
 if [ "$SKIP_ETCD" != 1 ]; then
     erps=$(sed -E 's/.*\(([0-9]+) puts\/s.*/\1/' <<<"$etcd_line")
     erss=$(sed -E 's/.*RSS KiB per member: ([0-9 ]+);.*/\1/' <<<"$etcd_line" | tr ' ' '\n' | sort -n | tail -1)
