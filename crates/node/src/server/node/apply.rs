@@ -186,7 +186,7 @@ impl Node {
 
     /// Writes held back while the applier lagged go on once it has caught up halfway.
     fn resume_deferred(&mut self) {
-        while self.apply_lag() < MAX_APPLY_LAG / 2 {
+        while super::client::may_resume(self.apply_lag()) {
             let Some((addr, req)) = self.deferred.pop_front() else {
                 return;
             };

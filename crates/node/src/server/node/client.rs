@@ -38,18 +38,17 @@ impl Node {
     }
 
     pub(super) fn on_client(&mut self, addr: SocketAddr, req: ClientRequest) {
-        if req.op.is_write() && self.raft.is_leader() && self.apply_lag() >= MAX_APPLY_LAG {
-            // Back-pressure: the applier is behind, so new writes wait here rather than grow
-            // the queue; a full waiting room is refused as busy.
-            if self.deferred.len() < MAX_DEFERRED {
-                self.deferred.push_back((addr, req));
-            } else {
-                let busy = Err(ClientError::Unavailable {
-                    reason: "the node is busy applying writes; retry shortly".into(),
-                });
-                self.reply(addr, req.client_id, req.seq, busy);
+        if req.op.is_write() && self.raft.is_leader() {
+            match admit_write(self.apply_lag(), self.deferred.len()) {
+                Admission::Now => {}
+                Admission::Wait => return self.deferred.push_back((addr, req)),
+                Admission::Busy => {
+                    let busy = Err(ClientError::Unavailable {
+                        reason: "the node is busy applying writes; retry shortly".into(),
+                    });
+                    return self.reply(addr, req.client_id, req.seq, busy);
+                }
             }
-            return;
         }
         if req.client_id == SYSTEM_CLIENT {
             let r = Err(bad(format!(
@@ -345,5 +344,61 @@ struct Asker {
 impl Asker {
     fn waiting_for(self, op: ClientOp) -> ReadRequest {
         ReadRequest::new(self.addr, self.client_id, self.seq, op)
+    }
+}
+
+/// What a leader does with a new write.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Propose it.
+    Now,
+    /// Hold it until the applier catches up ([`may_resume`]).
+    Wait,
+    /// Refuse it as busy: the waiting room is full.
+    Busy,
+}
+
+/// Back-pressure (DESIGN.md): while the applier trails commit by `MAX_APPLY_LAG` entries,
+/// new writes wait on the leader rather than grow the queue, up to `MAX_DEFERRED` of them.
+/// Only writes: heartbeats, votes and reads never pass here.
+pub(super) fn admit_write(apply_lag: u64, waiting: usize) -> Admission {
+    if apply_lag < MAX_APPLY_LAG {
+        Admission::Now
+    } else if waiting < MAX_DEFERRED {
+        Admission::Wait
+    } else {
+        Admission::Busy
+    }
+}
+
+/// Held writes go on once the applier has caught up halfway, so that they do not bounce
+/// at the limit one at a time.
+pub(super) fn may_resume(apply_lag: u64) -> bool {
+    apply_lag < MAX_APPLY_LAG / 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_wait_while_the_applier_lags_and_are_refused_when_too_many_wait() {
+        assert_eq!(admit_write(0, 0), Admission::Now);
+        assert_eq!(admit_write(MAX_APPLY_LAG - 1, MAX_DEFERRED), Admission::Now);
+        assert_eq!(admit_write(MAX_APPLY_LAG, 0), Admission::Wait);
+        assert_eq!(
+            admit_write(MAX_APPLY_LAG, MAX_DEFERRED - 1),
+            Admission::Wait
+        );
+        assert_eq!(admit_write(MAX_APPLY_LAG, MAX_DEFERRED), Admission::Busy);
+        assert_eq!(admit_write(u64::MAX, usize::MAX), Admission::Busy);
+    }
+
+    #[test]
+    fn held_writes_go_on_only_once_the_applier_is_halfway_back() {
+        assert!(!may_resume(MAX_APPLY_LAG));
+        assert!(!may_resume(MAX_APPLY_LAG / 2));
+        assert!(may_resume(MAX_APPLY_LAG / 2 - 1));
+        assert!(may_resume(0));
     }
 }
