@@ -105,6 +105,32 @@ where
 
 const KEYS: u64 = 300;
 
+/// Node `name` holds `value(i)` at `key(i)` for every i below `n`, read from its own store.
+async fn holds_every_write(
+    c: &mut Client,
+    name: &str,
+    n: u64,
+    key: impl Fn(u64) -> String,
+    value: impl Fn(u64) -> String,
+) -> Result<(), String> {
+    let at = node_addr(name);
+    for i in 0..n {
+        let key = key(i);
+        let mut seen = None;
+        for _ in 0..20 {
+            seen = c.stale_get(at, &key).await;
+            if seen.is_some() {
+                break;
+            }
+        }
+        let got = seen.ok_or(format!("{name} does not answer for {key}"))?;
+        if got.value.as_deref() != Some(value(i).as_bytes()) {
+            return Err(format!("{name} holds {:?} for {key}", got.value));
+        }
+    }
+    Ok(())
+}
+
 fn value(i: u64) -> String {
     format!("{i:03}-{}", "v".repeat(200))
 }
@@ -168,20 +194,7 @@ fn a_follower_far_behind_catches_up_from_a_streamed_snapshot() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             ctl.lossy.set(false);
-            for i in 0..KEYS {
-                let key = format!("k{i:03}");
-                let mut seen = None;
-                for _ in 0..20 {
-                    seen = c.stale_get(at, &key).await;
-                    if seen.is_some() {
-                        break;
-                    }
-                }
-                let got = seen.ok_or(format!("{behind} does not answer for {key}"))?;
-                if got.value.as_deref() != Some(value(i).as_bytes()) {
-                    return Err(format!("{behind} holds {:?} for {key}", got.value));
-                }
-            }
+            holds_every_write(&mut c, behind, KEYS, |i| format!("k{i:03}"), value).await?;
             let after = c.detail(at).await.ok_or("no detail")?;
             if after.snapshot_index <= before.last_log_index {
                 return Err(format!(
@@ -367,21 +380,7 @@ fn a_stream_cut_by_a_restart_is_continued(who: Restart) {
             ctl.note(format!(
                 "{behind} continued after revision {after} from {from}"
             ));
-            for i in 0..BIG_KEYS {
-                let key = format!("b{i:04}");
-                let mut seen = None;
-                for _ in 0..20 {
-                    seen = c.stale_get(at, &key).await;
-                    if seen.is_some() {
-                        break;
-                    }
-                }
-                let got = seen.ok_or(format!("{behind} does not answer for {key}"))?;
-                if got.value.as_deref() != Some(big_value(i).as_bytes()) {
-                    return Err(format!("{behind} holds {:?} for {key}", got.value));
-                }
-            }
-            Ok(())
+            holds_every_write(&mut c, behind, BIG_KEYS, |i| format!("b{i:04}"), big_value).await
         })
     });
 }

@@ -457,16 +457,25 @@ impl Store {
 }
 
 fn read_meta(db: &Database, path: &Path) -> Result<Option<Meta>, StoreError> {
+    meta_table_row(db, path, META_ROW)?
+        .map(|row| decode_meta(&row))
+        .transpose()
+}
+
+/// A row of the meta table (the meta row, or an import's progress row), if present.
+pub(crate) fn meta_table_row(
+    db: &Database,
+    path: &Path,
+    key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let txn = db.begin_read().map_err(|e| StoreError::db(path, e))?;
     let table = match txn.open_table(META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(StoreError::db(path, e)),
     };
-    let Some(row) = table.get(META_ROW).map_err(|e| StoreError::db(path, e))? else {
-        return Ok(None);
-    };
-    decode_meta(row.value()).map(Some)
+    let row = table.get(key).map_err(|e| StoreError::db(path, e))?;
+    Ok(row.map(|r| r.value().to_vec()))
 }
 
 fn load_sessions(db: &Database, path: &Path, clock_ms: u64) -> Result<Sessions, StoreError> {

@@ -728,18 +728,12 @@ fn remove_if_present(vfs: &dyn Vfs, path: &Path) -> Result<(), StoreError> {
 }
 
 fn read_progress(db: &Database, path: &Path) -> Result<Option<Progress>, StoreError> {
-    let txn = db.begin_read().map_err(|e| StoreError::db(path, e))?;
-    let t = match txn.open_table(META) {
-        Ok(t) => t,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(StoreError::db(path, e)),
-    };
-    let Some(row) = t.get(PROGRESS_ROW).map_err(|e| StoreError::db(path, e))? else {
-        return Ok(None);
-    };
-    rmp_serde::from_slice(row.value())
-        .map(Some)
-        .map_err(|e| StoreError::Corrupt(format!("import progress row: {e}")))
+    super::meta_table_row(db, path, PROGRESS_ROW)?
+        .map(|row| {
+            rmp_serde::from_slice(&row)
+                .map_err(|e| StoreError::Corrupt(format!("import progress row: {e}")))
+        })
+        .transpose()
 }
 
 /// Where the partial store `db` could be continued from.
