@@ -261,31 +261,36 @@ restart_cmd() { # restart_cmd NAME ARGV...: waits for NAME's lock to be free, st
     EXTRA_PIDS+=($!)
 }
 
+# kill_mid_snapshot follower|leader: rejoins a follower empty, kills the follower or the leader
+# with -9 a third of the way into its snapshot, restarts it; sets km_line to what followed.
+kill_mid_snapshot() {
+    rejoin_empty
+    local target had victim
+    target=$(status | jq '.commit_index')
+    had=$(third_in "$rj_name")
+    if [ "$1" = follower ]; then
+        victim=$rj_name
+    else
+        victim=$(leader)
+    fi
+    local vp; vp=$(pid_of "$victim")
+    local -a vargv
+    mapfile -t vargv < <(tr '\0' '\n' <"/proc/$vp/cmdline")
+    kill -9 "$vp"
+    local t_kill; t_kill=$(now)
+    restart_cmd "$victim" "${vargv[@]}"
+    follow_resume "$rj_name" "$target"
+    km_line="$rj_name had $had bytes when $victim was killed; continued after revision $rs_after from $rs_peer ($rs_bytes bytes more); caught up $(since "$t_kill") s after the kill"
+}
+
 echo "== MyRaft: a follower killed with -9 a third of the way into its snapshot" >&2
-rejoin_empty
-target=$(status | jq '.commit_index')
-had=$(third_in "$rj_name")
-kill -9 "$(pid_of "$rj_name")"
-t_kill=$(now)
-restart_cmd "$rj_name" "${rj_argv[@]}"
-follow_resume "$rj_name" "$target"
-fr_time=$(since "$t_kill")
-fr_line="killed with $had bytes; continued after revision $rs_after from $rs_peer ($rs_bytes bytes more); caught up ${fr_time} s after the kill"
+kill_mid_snapshot follower
+fr_line=$km_line
 echo "follower killed mid-snapshot: $fr_line" >&2
 
 echo "== MyRaft: the leader killed with -9 a third of the way into a follower's snapshot" >&2
-rejoin_empty
-target=$(status | jq '.commit_index')
-had=$(third_in "$rj_name")
-lname=$(leader); lp=$(pid_of "$lname")
-lcmd=$(tr '\0' '\n' <"/proc/$lp/cmdline")
-mapfile -t largv <<<"$lcmd"
-kill -9 "$lp"
-t_kill=$(now)
-restart_cmd "$lname" "${largv[@]}"
-follow_resume "$rj_name" "$target"
-lr_time=$(since "$t_kill")
-lr_line="$rj_name had $had bytes from $lname; continued after revision $rs_after from $rs_peer ($rs_bytes bytes more); caught up ${lr_time} s after the kill"
+kill_mid_snapshot leader
+lr_line=$km_line
 echo "leader killed mid-snapshot: $lr_line" >&2
 
 echo

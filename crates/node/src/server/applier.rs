@@ -340,14 +340,12 @@ impl ApplyCore {
     /// Drops the import under way and its file, which a stream must not continue.
     fn discard_incoming(&mut self) {
         self.incoming = None;
-        match self.vfs.remove_file(&self.incoming_path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(
+        if let Err(e) = self.vfs.remove_if_present(&self.incoming_path) {
+            tracing::warn!(
                 error = %e,
                 path = %self.incoming_path.display(),
                 "cannot remove a refused snapshot store; the next stream replaces it"
-            ),
+            );
         }
     }
 

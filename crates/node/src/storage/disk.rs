@@ -430,11 +430,8 @@ impl DiskStorage {
         vfs.create_dir_all(&wal_dir)
             .map_err(|e| StorageError::io(&wal_dir, "create", e))?;
         let tmp = dir.join(SNAPSHOT_TMP);
-        match vfs.remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StorageError::io(&tmp, "remove", e)),
-        }
+        vfs.remove_if_present(&tmp)
+            .map_err(|e| StorageError::io(&tmp, "remove", e))?;
         let snapshot_path = dir.join(SNAPSHOT_FILE);
         let snapshot_meta = read_snapshot_file(&*vfs, &snapshot_path)?.map(|s| s.meta);
         let Replayed {

@@ -42,6 +42,13 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// The paths of the files directly in `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes `path` if it exists: a file that is already gone is what was wanted.
+    fn remove_if_present(&self, path: &Path) -> io::Result<()> {
+        match self.remove_file(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;

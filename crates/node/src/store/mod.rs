@@ -41,7 +41,7 @@ use myraft_wire::raft::{Entry, EntryPayload, Membership};
 use record::RevRef;
 use redb::{
     Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    StorageBackend, TableDefinition,
+    StorageBackend, TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -321,23 +321,9 @@ impl Store {
         let mut meta = self.meta.clone();
         let mut out = Vec::with_capacity(entries.len());
         let mut dirty: BTreeSet<u64> = BTreeSet::new();
-        let mut txn = self.db.begin_write().map_err(|e| db_err(e.into()))?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(|e| db_err(e.into()))?;
-        // A synced commit also records the allocator state, so that opening after a crash
-        // need not walk the whole file (a restart takes seconds whatever the data size).
-        txn.set_quick_repair(durable);
+        let txn = begin_write(&self.db, &path, durable)?;
         {
-            let mut t = Tables {
-                revs: txn.open_table(REVISIONS).map_err(|e| db_err(e.into()))?,
-                idx: txn.open_table(KEY_INDEX).map_err(|e| db_err(e.into()))?,
-                latest: txn.open_table(LATEST).map_err(|e| db_err(e.into()))?,
-                path: &path,
-            };
+            let mut t = Tables::open(&txn, &path)?;
             for e in entries {
                 if e.index <= meta.applied_index {
                     continue;
@@ -526,6 +512,21 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<Session, StoreError> {
 }
 
 /// The MVCC tables open in one write transaction.
+/// A write transaction of the store's file at `path`, synced at commit if `durable`.
+fn begin_write(db: &Database, path: &Path, durable: bool) -> Result<WriteTransaction, StoreError> {
+    let mut txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })
+    .map_err(|e| StoreError::db(path, e))?;
+    // A synced commit also records the allocator state, so that opening after a crash
+    // need not walk the whole file (a restart takes seconds whatever the data size).
+    txn.set_quick_repair(durable);
+    Ok(txn)
+}
+
 struct Tables<'txn> {
     revs: redb::Table<'txn, u64, &'static [u8]>,
     idx: redb::Table<'txn, (&'static [u8], u64), ()>,
@@ -533,7 +534,18 @@ struct Tables<'txn> {
     path: &'txn Path,
 }
 
-impl Tables<'_> {
+impl<'txn> Tables<'txn> {
+    /// The MVCC tables, which every write updates together.
+    fn open(txn: &'txn WriteTransaction, path: &'txn Path) -> Result<Self, StoreError> {
+        let err = |e| StoreError::db(path, e);
+        Ok(Tables {
+            revs: txn.open_table(REVISIONS).map_err(err)?,
+            idx: txn.open_table(KEY_INDEX).map_err(err)?,
+            latest: txn.open_table(LATEST).map_err(err)?,
+            path,
+        })
+    }
+
     fn execute(&mut self, kv: &mut KvMeta, cmd: &Command) -> Result<ApplyResult, StoreError> {
         Ok(Ok(match cmd {
             Command::Put { key, value } => Reply::Put {

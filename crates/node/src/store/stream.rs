@@ -25,12 +25,12 @@
 
 use super::record::RevRef;
 use super::{
-    decode_meta, decode_session, encode_meta, encode_session, open_db, Meta, Reader, StoreError,
-    Tables, KEY_INDEX, LATEST, META, META_ROW, REVISIONS, SESSIONS,
+    begin_write, decode_meta, decode_session, encode_meta, encode_session, open_db, Meta, Reader,
+    StoreError, Tables, META, META_ROW, REVISIONS, SESSIONS,
 };
 use crate::storage::Vfs;
 use myraft_wire::snapshot::ResumePoint;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -411,9 +411,7 @@ impl Import {
             )));
         };
         let err = |e: redb::Error| ImportError::Store(StoreError::db(path, e));
-        let mut txn = db.begin_write().map_err(|e| err(e.into()))?;
-        txn.set_durability(Durability::None)
-            .map_err(|e| err(e.into()))?;
+        let txn = begin_write(&db, path, false)?;
         txn.delete_table(SESSIONS).map_err(|e| err(e.into()))?;
         txn.commit().map_err(|e| err(e.into()))?;
         Ok(Import::with(db, path, Some(progress)))
@@ -456,11 +454,7 @@ impl Import {
     /// Syncs what was imported so far and closes the file; a later stream may continue it
     /// from the point returned (none if not a single revision row arrived).
     pub fn seal(self) -> Result<Option<ResumePoint>, StoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(|e| StoreError::db(&self.path, e))?;
-        txn.set_quick_repair(true);
+        let txn = begin_write(&self.db, &self.path, true)?;
         txn.commit().map_err(|e| StoreError::db(&self.path, e))?;
         point_of(&self.db, &self.path)
     }
@@ -498,23 +492,11 @@ impl Import {
         let buf = std::mem::take(&mut self.partial);
         let path = self.path.clone();
         let err = |e: redb::Error| ImportError::Store(StoreError::db(&path, e));
-        let mut txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         let durable = self.unsynced_bytes >= self.checkpoint_bytes;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })
-        .map_err(|e| err(e.into()))?;
-        txn.set_quick_repair(durable);
+        let txn = begin_write(&self.db, &path, durable)?;
         let mut at = 0;
         {
-            let mut t = Tables {
-                revs: txn.open_table(REVISIONS).map_err(|e| err(e.into()))?,
-                idx: txn.open_table(KEY_INDEX).map_err(|e| err(e.into()))?,
-                latest: txn.open_table(LATEST).map_err(|e| err(e.into()))?,
-                path: &path,
-            };
+            let mut t = Tables::open(&txn, &path)?;
             let mut sessions = txn.open_table(SESSIONS).map_err(|e| err(e.into()))?;
             while buf.len() - at >= FRAME {
                 let tag = buf[at];
@@ -716,15 +698,12 @@ impl Import {
 }
 
 fn remove_if_present(vfs: &dyn Vfs, path: &Path) -> Result<(), StoreError> {
-    match vfs.remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(StoreError::Io {
+    vfs.remove_if_present(path)
+        .map_err(|source| StoreError::Io {
             op: "remove",
             path: path.to_owned(),
             source,
-        }),
-    }
+        })
 }
 
 fn read_progress(db: &Database, path: &Path) -> Result<Option<Progress>, StoreError> {
