@@ -259,13 +259,7 @@ impl Store {
                 txn.commit().map_err(|e| StoreError::db(path, e))?;
                 // The file is new: its name must be durable before the log is compacted on
                 // the strength of what it holds.
-                if let Some(dir) = path.parent() {
-                    vfs.sync_dir(dir).map_err(|source| StoreError::Io {
-                        op: "sync",
-                        path: dir.to_owned(),
-                        source,
-                    })?;
-                }
+                sync_parent(vfs, path)?;
                 m
             }
         };
@@ -434,9 +428,7 @@ impl Store {
         }
         vfs.rename(incoming, &self.path)
             .map_err(|e| io("rename", incoming, e))?;
-        if let Some(dir) = self.path.parent() {
-            vfs.sync_dir(dir).map_err(|e| io("sync", dir, e))?;
-        }
+        sync_parent(vfs, &self.path)?;
         *self = Store::open(vfs, &self.path.clone(), cfg)?;
         Ok(true)
     }
@@ -512,6 +504,18 @@ pub(crate) fn decode_session(bytes: &[u8]) -> Result<Session, StoreError> {
 }
 
 /// The MVCC tables open in one write transaction.
+/// Makes the name of the file at `path` durable.
+fn sync_parent(vfs: &dyn Vfs, path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(dir) => vfs.sync_dir(dir).map_err(|source| StoreError::Io {
+            op: "sync",
+            path: dir.to_owned(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A write transaction of the store's file at `path`, synced at commit if `durable`.
 fn begin_write(db: &Database, path: &Path, durable: bool) -> Result<WriteTransaction, StoreError> {
     let mut txn = db.begin_write().map_err(|e| StoreError::db(path, e))?;

@@ -363,13 +363,7 @@ impl Import {
         remove_if_present(vfs, path)?;
         let db = open_db(vfs, path, cache_bytes)?;
         // The file's name must outlive a power cut for its synced part to be continued.
-        if let Some(dir) = path.parent() {
-            vfs.sync_dir(dir).map_err(|source| StoreError::Io {
-                op: "sync",
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
+        super::sync_parent(vfs, path)?;
         Ok(Import::with(db, path, None))
     }
 
