@@ -321,11 +321,24 @@ impl ApplyCore {
         }
     }
 
+    /// Stops the import under way, if any, and says where a stream could continue: that
+    /// import, one kept from before a restart, or else this node's own store (a follower
+    /// that fell behind needs only what came after it).
     fn seal_import(&mut self, out: &mut Vec<ApplyEvent>) {
-        let point = match self.incoming.take() {
+        let kept = match self.incoming.take() {
             Some(inc) => inc.import.seal(),
             None => Import::resume_point(&*self.vfs, &self.incoming_path, self.cfg.cache_bytes),
         };
+        // Whichever goes further: a few rows of a stream cut short are worth less than a
+        // store that was up to date a moment ago.
+        let point = kept.and_then(|kept| {
+            let own = self.store.resume_point()?;
+            Ok(match (kept, own) {
+                (Some(k), Some(o)) if o.after_revision > k.after_revision => Some(o),
+                (Some(k), _) => Some(k),
+                (None, o) => o,
+            })
+        });
         match point {
             Ok(p) => out.push(ApplyEvent::ImportSealed(p)),
             Err(e) => {
@@ -335,6 +348,26 @@ impl ApplyCore {
                 out.push(ApplyEvent::ImportSealed(None));
             }
         }
+    }
+
+    /// The import a stream after `after_revision` continues: the partial store kept from an
+    /// earlier stream if it ends there, else a copy of this node's store if that does.
+    fn continue_import(&mut self, after_revision: u64) -> Result<Import, ImportError> {
+        let cache = self.cfg.cache_bytes;
+        let kept = Import::resume_point(&*self.vfs, &self.incoming_path, cache)?;
+        if kept.is_none_or(|p| p.after_revision < after_revision)
+            && self.store.meta().kv.revision >= after_revision
+        {
+            let started = std::time::Instant::now();
+            self.store.copy_to(&*self.vfs, &self.incoming_path)?;
+            tracing::info!(
+                after_revision,
+                revision = self.store.meta().kv.revision,
+                ms = started.elapsed().as_millis() as u64,
+                "copied the store to continue it with a snapshot stream"
+            );
+        }
+        Import::resume(&*self.vfs, &self.incoming_path, cache, after_revision)
     }
 
     /// Drops the import under way and its file, which a stream must not continue.
@@ -366,19 +399,14 @@ impl ApplyCore {
                 Import::create(&*self.vfs, &self.incoming_path, self.cfg.cache_bytes)
                     .map_err(ImportError::Store)
             } else {
-                Import::resume(
-                    &*self.vfs,
-                    &self.incoming_path,
-                    self.cfg.cache_bytes,
-                    after_revision,
-                )
+                self.continue_import(after_revision)
             };
             match import {
                 Ok(import) => {
                     if after_revision > 0 {
                         tracing::info!(
                             after_revision,
-                            "continuing a partial snapshot store with a stream from {from:x}"
+                            "continuing a partial store with a snapshot stream from {from:x}"
                         );
                     }
                     self.incoming = Some(Incoming {

@@ -213,12 +213,13 @@ struct Incoming {
 /// What this node, as a receiver, holds of a stream not yet whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Partial {
+    /// Not known: the applier is asked (a partial store kept on disk, or this node's own
+    /// store, may be continued).
     None,
+    /// Nothing a stream could continue: the next one is taken whole.
+    Nothing,
     /// The bytes of `stream` from `from` go to the applier's import.
-    Live {
-        from: NodeId,
-        stream: StreamId,
-    },
+    Live { from: NodeId, stream: StreamId },
     /// The applier was asked to stop its import and say where it ends.
     Sealing,
     /// A partial store a stream may continue.
@@ -228,7 +229,10 @@ enum Partial {
 /// How the first chunk of a transfer not under way is met.
 enum Start {
     Take,
-    /// Not yet: the applier is sealing the import under way; the sender resends.
+    /// Not yet: the applier is to say what a stream could continue (and stop the import
+    /// under way, if any); the sender resends meanwhile.
+    Seal,
+    /// Not yet: the applier is sealing; the sender resends.
     Wait,
     /// Answer with this resume offer instead.
     Offer(ResumePoint),
@@ -588,16 +592,16 @@ impl SnapshotTransfers {
             }
             match self.start(from, &chunk) {
                 Start::Take => {}
-                Start::Wait => {
+                Start::Seal => {
                     if let Partial::Live { from: live, .. } = self.partial {
-                        self.partial = Partial::Sealing;
                         if let Some(i) = self.incoming.get_mut(&live) {
                             i.rx.reset();
                         }
-                        return Some(ApplyMsg::SealImport);
                     }
-                    return None;
+                    self.partial = Partial::Sealing;
+                    return Some(ApplyMsg::SealImport);
                 }
+                Start::Wait => return None,
                 Start::Offer(p) => {
                     let mut ack = ack_for(&chunk, 0, false);
                     ack.resume = Some(p);
@@ -647,14 +651,17 @@ impl SnapshotTransfers {
         match self.partial {
             // The sender weighed an offer and sends the whole state: take it.
             _ if whole && chunk.resume_considered => Start::Take,
-            Partial::None if whole => Start::Take,
+            Partial::Nothing if whole => Start::Take,
             // It continues a partial store this node does not have: ask for a whole one.
-            Partial::None => Start::Offer(ResumePoint {
+            Partial::Nothing => Start::Offer(ResumePoint {
                 after_revision: 0,
                 compacted_before: 0,
                 row_crc: 0,
             }),
-            Partial::Live { .. } | Partial::Sealing => Start::Wait,
+            // The stream under way is whole and being installed: the new one waits for that.
+            Partial::Live { from: live, .. } if self.incoming_done(live) => Start::Wait,
+            Partial::None | Partial::Live { .. } => Start::Seal,
+            Partial::Sealing => Start::Wait,
             Partial::Sealed(p) if stream.after_revision == p.after_revision => Start::Take,
             Partial::Sealed(p) => {
                 let n = match self.offered {
@@ -671,10 +678,18 @@ impl SnapshotTransfers {
         }
     }
 
+    /// Whether every byte of the transfer from `from` arrived.
+    fn incoming_done(&self, from: NodeId) -> bool {
+        self.incoming
+            .get(&from)
+            .and_then(|i| i.rx.position())
+            .is_some_and(|(_, _, done)| done)
+    }
+
     /// The applier sealed its import: a stream may continue it from `point`.
     pub fn on_sealed(&mut self, point: Option<ResumePoint>) {
         if self.partial == Partial::Sealing {
-            self.partial = point.map_or(Partial::None, Partial::Sealed);
+            self.partial = point.map_or(Partial::Nothing, Partial::Sealed);
         }
     }
 
@@ -698,8 +713,16 @@ impl SnapshotTransfers {
         if let Some(i) = self.incoming.get_mut(&from) {
             i.rx.reset();
         }
-        if matches!(self.partial, Partial::Live { from: f, .. } if f == from) {
-            self.partial = Partial::None;
+        if let Partial::Live { from: f, stream } = self.partial {
+            if f == from {
+                // A stream that continued a partial store and failed is not tried again:
+                // the next one is taken whole.
+                self.partial = if stream.after_revision > 0 {
+                    Partial::Nothing
+                } else {
+                    Partial::None
+                };
+            }
         }
     }
 }
@@ -793,11 +816,14 @@ mod tests {
                 if sent % 7 == 0 {
                     continue;
                 }
-                if let Some(ApplyMsg::SnapshotBytes(b)) =
-                    follower.on_chunk(&mut t2, LEADER, addr(1), c)
-                {
-                    import.feed(&b.data).unwrap();
-                    done |= b.done;
+                match follower.on_chunk(&mut t2, LEADER, addr(1), c) {
+                    Some(ApplyMsg::SnapshotBytes(b)) => {
+                        import.feed(&b.data).unwrap();
+                        done |= b.done;
+                    }
+                    // An empty follower: nothing to continue.
+                    Some(ApplyMsg::SealImport) => follower.on_sealed(None),
+                    _ => {}
                 }
             }
             for body in drain(&air2) {
@@ -1085,7 +1111,7 @@ mod tests {
         drop(f);
         let mut f = Follower::start(dirs[1].path());
         assert!(
-            f.snaps.partial != Partial::None,
+            matches!(f.snaps.partial, Partial::Sealed(_)),
             "nothing kept over the restart"
         );
         exchange(&mut l, &mut f, |f| f.installed.is_some());
@@ -1139,5 +1165,27 @@ mod tests {
         l.snaps.begin(&mut l.t, FOLLOWER, export, 1);
         exchange(&mut l, &mut f, |f| f.installed.is_some());
         assert_eq!(f.installed.as_ref(), Some(l.store.meta()));
+    }
+
+    /// A follower that fell behind (stopped, or cut off, while the log moved past it) is
+    /// sent only the rows after its own store's latest, not the whole state.
+    #[test]
+    fn a_follower_behind_is_sent_only_what_follows_its_own_store() {
+        let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        drop(store_with_keys(dirs.1.path(), 1_500));
+        let mut f = Follower::start(dirs.1.path());
+        let mut l = Leader::start(dirs.0.path(), LEADER, 2_000);
+        let full = stream_len(&l.store);
+        exchange(&mut l, &mut f, |f| f.installed.is_some());
+        assert_eq!(f.installed.as_ref(), Some(l.store.meta()));
+        assert!(
+            l.continued_bytes > 0 && l.sent_bytes < full * 4 / 10,
+            "the leader sent {} bytes ({} continuing) to a follower a quarter behind a \
+             {full}-byte state",
+            l.sent_bytes,
+            l.continued_bytes
+        );
+        drop(f);
+        assert_eq!(stream_of(dirs.1.path()).len() as u64, full);
     }
 }

@@ -298,6 +298,33 @@ impl Vfs for SimFs {
         })
     }
 
+    fn copy_file(&self, from: &Path, to: &Path) -> io::Result<u64> {
+        let mut len = 0;
+        self.simple(&format!("copy {}", from.display()), |s| {
+            let id = *s.names.get(from).ok_or_else(|| not_found(from))?;
+            if !s.dirs.contains(&parent(to)) {
+                return Err(not_found(&parent(to)));
+            }
+            let src = s.inodes.get(&id).ok_or_else(|| not_found(from))?;
+            let data = src.data.clone();
+            len = data.len() as u64;
+            // Nothing of the copy is on the disk yet: every page may be lost.
+            let pages = (data.len().div_ceil(PAGE)) as u64;
+            let inode = Inode {
+                data,
+                durable: Vec::new(),
+                dirty_pages: (0..pages).collect(),
+                paged: src.paged,
+            };
+            let new = s.next_inode;
+            s.next_inode += 1;
+            s.inodes.insert(new, inode);
+            s.names.insert(to.to_path_buf(), new);
+            Ok(())
+        })?;
+        Ok(len)
+    }
+
     fn file_len(&self, path: &Path) -> io::Result<u64> {
         let s = self.lock();
         let id = s.names.get(path).ok_or_else(|| not_found(path))?;

@@ -57,6 +57,8 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn open_db(&self, path: &Path) -> io::Result<Box<dyn redb::StorageBackend>>;
     /// The length of a file.
     fn file_len(&self, path: &Path) -> io::Result<u64>;
+    /// Copies `from` to `to`, replacing it; the copy is durable only once synced.
+    fn copy_file(&self, from: &Path, to: &Path) -> io::Result<u64>;
 }
 
 /// The operating system's file system.
@@ -125,6 +127,10 @@ impl Vfs for OsFs {
 
     fn file_len(&self, path: &Path) -> io::Result<u64> {
         Ok(fs::metadata(path)?.len())
+    }
+
+    fn copy_file(&self, from: &Path, to: &Path) -> io::Result<u64> {
+        fs::copy(from, to)
     }
 
     fn open_db(&self, path: &Path) -> io::Result<Box<dyn redb::StorageBackend>> {

@@ -286,6 +286,37 @@ impl Store {
         self.path.with_extension("redb.incoming")
     }
 
+    /// Where a stream could continue this store: its rows are a prefix of every later state
+    /// of the cluster's, so a leader whose rows agree sends only what follows (`None` for an
+    /// empty store, or one whose latest row was compacted away).
+    pub fn resume_point(&self) -> Result<Option<myraft_wire::snapshot::ResumePoint>, StoreError> {
+        let kv = self.meta.kv;
+        if kv.revision == 0 {
+            return Ok(None);
+        }
+        let r = self.reader()?;
+        let revs = r.txn.open_table(REVISIONS).map_err(|e| r.err(e))?;
+        let row = revs.get(kv.revision).map_err(|e| r.err(e))?;
+        Ok(row.map(|row| myraft_wire::snapshot::ResumePoint {
+            after_revision: kv.revision,
+            compacted_before: kv.compacted_before,
+            row_crc: crc32fast::hash(row.value()),
+        }))
+    }
+
+    /// Copies this store, synced first, to `to`: the start of an import that continues it
+    /// ([`Import::resume`]).
+    pub fn copy_to(&mut self, vfs: &dyn Vfs, to: &Path) -> Result<(), StoreError> {
+        self.apply(&[], true)?;
+        vfs.copy_file(&self.path, to)
+            .map_err(|source| StoreError::Io {
+                op: "copy",
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
     pub fn sessions(&self) -> usize {
         self.sessions.len()
     }

@@ -42,7 +42,7 @@ const FRAME: usize = 5;
 /// Largest record accepted: a revision row with the largest key and value, with room.
 const MAX_RECORD: usize = 1 << 20;
 /// Stream bytes an import takes between synced commits: what a crash may cost it.
-pub const CHECKPOINT_BYTES: u64 = 8 << 20;
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 /// The meta table's row of a partial store: how far its import got.
 const PROGRESS_ROW: &str = "import";
 
@@ -348,7 +348,10 @@ pub struct Import {
     /// Stream bytes taken since the last synced commit.
     unsynced_bytes: u64,
     checkpoint_bytes: u64,
+    /// The last revision row stored.
     last_revision: Option<u64>,
+    /// The last revision row of the stream seen: rows come in order, after its base.
+    stream_last: Option<u64>,
     last_client: Option<u64>,
     live_keys: u64,
     versions: u64,
@@ -364,10 +367,11 @@ impl Import {
         let db = open_db(vfs, path, cache_bytes)?;
         // The file's name must outlive a power cut for its synced part to be continued.
         super::sync_parent(vfs, path)?;
-        Ok(Import::with(db, path, None))
+        Ok(Import::with(db, path, None, 0))
     }
 
-    fn with(db: Database, path: &Path, continued: Option<Progress>) -> Import {
+    /// `continued`: how far the partial store goes, for a stream after revision `after`.
+    fn with(db: Database, path: &Path, continued: Option<Progress>, after: u64) -> Import {
         Import {
             db,
             path: path.to_owned(),
@@ -379,6 +383,7 @@ impl Import {
             unsynced_bytes: 0,
             checkpoint_bytes: CHECKPOINT_BYTES,
             last_revision: continued.map(|p| p.last_revision),
+            stream_last: continued.map(|_| after),
             last_client: None,
             live_keys: continued.map_or(0, |p| p.live_keys),
             versions: continued.map_or(0, |p| p.versions),
@@ -388,7 +393,8 @@ impl Import {
     }
 
     /// Opens the partial store at `path` to take a stream that continues it after revision
-    /// `after_revision`, which must be where it stopped. Its sessions are dropped: the stream
+    /// `after_revision`, which must be where it stopped: an import cut short, or a copy of
+    /// this node's store ([`super::Store::copy_to`]). Its sessions are dropped: the stream
     /// brings them all.
     pub fn resume(
         vfs: &dyn Vfs,
@@ -397,18 +403,37 @@ impl Import {
         after_revision: u64,
     ) -> Result<Import, ImportError> {
         let db = open_db(vfs, path, cache_bytes)?;
-        let progress = read_progress(&db, path)?;
-        let Some(progress) = progress.filter(|p| p.last_revision == after_revision) else {
+        let progress = match read_progress(&db, path)? {
+            Some(p) => Some(p),
+            // A copy of a store: its meta row says how far its rows go.
+            None => super::read_meta(&db, path)?.map(|m| Progress {
+                last_revision: m.kv.revision,
+                compacted_before: m.kv.compacted_before,
+                live_keys: m.kv.live_keys,
+                versions: m.kv.versions,
+            }),
+        };
+        // A partial store that went further than the point it offered (this node's store
+        // applied more entries meanwhile) still continues: the rows between are the same,
+        // and are skipped.
+        let Some(progress) = progress.filter(|p| p.last_revision >= after_revision) else {
             return Err(bad(format!(
                 "the stream continues after revision {after_revision}, which the partial \
-                 store here does not end at"
+                 store here does not reach"
             )));
         };
         let err = |e: redb::Error| ImportError::Store(StoreError::db(path, e));
         let txn = begin_write(&db, path, false)?;
         txn.delete_table(SESSIONS).map_err(|e| err(e.into()))?;
+        {
+            // Not a store until the stream is whole: only the progress row says what it is.
+            let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            meta.remove(META_ROW).map_err(|e| err(e.into()))?;
+            meta.insert(PROGRESS_ROW, encode_progress(&progress).as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
         txn.commit().map_err(|e| err(e.into()))?;
-        Ok(Import::with(db, path, Some(progress)))
+        Ok(Import::with(db, path, Some(progress), after_revision))
     }
 
     /// Where the partial store at `path` could be continued from, if there is one there
@@ -520,7 +545,7 @@ impl Import {
                     (_, None) => return Err(bad("the stream does not start with its meta")),
                     (REVISION_TAG, Some(m)) => {
                         let (rev, row) = split_id(payload)?;
-                        if self.last_revision.is_some_and(|l| rev <= l) || rev == 0 {
+                        if self.stream_last.is_some_and(|l| rev <= l) || rev == 0 {
                             return Err(bad(format!("revision {rev} out of order")));
                         }
                         if rev > m.kv.revision {
@@ -532,8 +557,26 @@ impl Import {
                         if self.last_client.is_some() {
                             return Err(bad("a revision after the sessions"));
                         }
-                        self.last_revision = Some(rev);
+                        self.stream_last = Some(rev);
                         let r = RevRef::decode(row).map_err(|e| bad(e.to_string()))?;
+                        if self.last_revision.is_some_and(|l| rev <= l) {
+                            // Already here (see `resume`): the same row, as rows never change.
+                            let same = t
+                                .revs
+                                .get(rev)
+                                .map_err(|e| err(e.into()))?
+                                .is_some_and(|g| g.value() == row);
+                            if !same {
+                                return Err(bad(format!(
+                                    "revision {rev} differs from the one the partial store holds"
+                                )));
+                            }
+                            self.crc.update(record);
+                            self.records += 1;
+                            at += FRAME + len;
+                            continue;
+                        }
+                        self.last_revision = Some(rev);
                         let current = t
                             .latest
                             .get(r.key)
