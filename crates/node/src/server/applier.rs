@@ -34,6 +34,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// Messages queued for the applier at most; beyond that the loop holds them itself.
 const QUEUE: usize = 256;
+/// Largest run of stream bytes the loop joins into one message for the applier.
+const MAX_JOINED_BYTES: usize = 8 << 20;
 
 pub enum ApplyMsg {
     Entries(Vec<Entry>),
@@ -130,6 +132,8 @@ struct Incoming {
     stream: (NodeId, u64, u64, u64),
     next_offset: u64,
     import: Import,
+    /// For the log line of the install: how long the import took.
+    started: std::time::Instant,
 }
 
 /// The applier's work, without a thread.
@@ -224,11 +228,30 @@ impl ApplyCore {
             }
         }
         self.flush(&mut batch, now_ms, out);
+        self.write_import(out);
         if !running && !self.failed {
             self.sync(now_ms, out);
         }
         self.serve_reads(out);
         running
+    }
+
+    /// Writes the stream bytes the import gathered: the queue is drained, so no more are
+    /// at hand to join them, and what a restart keeps should not wait for more.
+    fn write_import(&mut self, out: &mut Vec<ApplyEvent>) {
+        let Some(inc) = self.incoming.as_mut() else {
+            return;
+        };
+        let from = inc.stream.0;
+        match inc.import.write_gathered() {
+            Ok(()) => {}
+            Err(ImportError::Stream(reason)) => {
+                tracing::warn!(%reason, "snapshot stream from {from:x} refused; asking again");
+                self.discard_incoming();
+                out.push(ApplyEvent::ImportFailed { from, reason });
+            }
+            Err(ImportError::Store(e)) => self.fail(e, out),
+        }
     }
 
     /// Syncs the store if the interval has passed since the last synced commit.
@@ -401,7 +424,7 @@ impl ApplyCore {
             } else {
                 self.continue_import(after_revision)
             };
-            match import {
+            match import.map(|i| i.write_every(self.cfg.import_write_bytes)) {
                 Ok(import) => {
                     if after_revision > 0 {
                         tracing::info!(
@@ -413,6 +436,7 @@ impl ApplyCore {
                         stream,
                         next_offset: 0,
                         import,
+                        started: std::time::Instant::now(),
                     })
                 }
                 Err(ImportError::Stream(reason)) => {
@@ -444,11 +468,15 @@ impl ApplyCore {
         }
         inc.next_offset += data.len() as u64;
         let fed = inc.import.feed(&data);
+        let mut import_ms = 0;
         let result = match (fed, done) {
             (Err(e), _) => Err(e),
             (Ok(()), false) => return,
             (Ok(()), true) => match self.incoming.take() {
-                Some(inc) => inc.import.finish(),
+                Some(inc) => {
+                    import_ms = inc.started.elapsed().as_millis() as u64;
+                    inc.import.finish()
+                }
                 None => return,
             },
         };
@@ -472,12 +500,15 @@ impl ApplyCore {
             });
         }
         let incoming = self.incoming_path.clone();
+        let swap_started = std::time::Instant::now();
         match self.store.replace_with(&*self.vfs, &incoming, &self.cfg) {
             Ok(replaced) => {
                 if replaced {
                     tracing::info!(
                         index,
                         keys = meta.kv.live_keys,
+                        import_ms,
+                        swap_ms = swap_started.elapsed().as_millis() as u64,
                         "installed a snapshot streamed from the leader"
                     );
                     self.mark_synced(now_ms);
@@ -612,6 +643,18 @@ impl Applier {
     pub fn send(&mut self, msg: ApplyMsg) {
         match self {
             Applier::Thread { overflow, .. } => {
+                // Stream bytes waiting join the run before them: the thread takes them in
+                // one message however many datagrams brought them, and does not wait for
+                // the loop's next turn to move a datagram's worth.
+                if let Some(ApplyMsg::SnapshotBytes(prev)) = overflow.back_mut() {
+                    if let ApplyMsg::SnapshotBytes(next) = &msg {
+                        if prev.continued_by(next) && prev.data.len() < MAX_JOINED_BYTES {
+                            prev.data.extend_from_slice(&next.data);
+                            prev.done = next.done;
+                            return self.flush();
+                        }
+                    }
+                }
                 overflow.push_back(msg);
                 self.flush();
             }
@@ -761,6 +804,63 @@ mod tests {
     use crate::storage::OsFs;
     use crate::store::STORE_FILE;
     use myraft_wire::raft::EntryPayload;
+
+    /// A snapshot stream arriving while the queue is full waits as one run, not a message
+    /// per datagram: the thread takes it whole the next time it has room, instead of a
+    /// queue's worth of datagrams per turn of the loop.
+    #[test]
+    fn stream_bytes_waiting_for_the_queue_join_into_one_run() {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let mut applier = Applier::Thread {
+            tx,
+            overflow: VecDeque::new(),
+            handle: None,
+        };
+        for _ in 0..QUEUE {
+            applier.send(ApplyMsg::SealImport);
+        }
+        let piece = 1_000;
+        let n = 3_000u64;
+        let bytes = |i: u64, other_stream: bool| {
+            ApplyMsg::SnapshotBytes(StreamBytes {
+                from: 7,
+                index: 10,
+                term: 2,
+                after_revision: u64::from(other_stream),
+                offset: i * piece as u64,
+                data: vec![(i % 251) as u8; piece],
+                done: false,
+            })
+        };
+        for i in 0..n {
+            applier.send(bytes(i, false));
+        }
+        // Another stream's bytes begin a run of their own.
+        applier.send(bytes(0, true));
+        let Applier::Thread { overflow, .. } = &applier else {
+            unreachable!()
+        };
+        let runs = 1 + (n as usize * piece).div_ceil(MAX_JOINED_BYTES + piece);
+        assert_eq!(overflow.len(), runs, "runs waiting");
+        // The thread drains its queue; the next turn hands over every run at once.
+        while rx.try_recv().is_ok() {}
+        applier.turn();
+        let mut data = Vec::new();
+        let mut others = 0;
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                ApplyMsg::SnapshotBytes(b) if b.after_revision == 0 => {
+                    assert_eq!(b.offset, data.len() as u64, "runs in order");
+                    data.extend(b.data);
+                }
+                ApplyMsg::SnapshotBytes(_) => others += 1,
+                _ => panic!("unexpected message"),
+            }
+        }
+        assert_eq!(others, 1);
+        let want: Vec<u8> = (0..n).flat_map(|i| vec![(i % 251) as u8; piece]).collect();
+        assert!(data == want, "the stream's bytes, whole and in order");
+    }
 
     /// The loop hands over far more than the queue holds (the rest waits in the overflow,
     /// not in the loop); the thread applies all of it, in order, and syncs before it stops.

@@ -28,7 +28,9 @@ use super::join::join;
 use super::snapshot_transfer::SnapshotTransfers;
 use super::transport::{Socket, Transport};
 use super::ServerError;
-use crate::raft::{Config as RaftConfig, InitialState, Raft, RaftError, Role as RaftRole};
+use crate::raft::{
+    Config as RaftConfig, InitialState, ProgressState, Raft, RaftError, Role as RaftRole,
+};
 use crate::state_machine::{ClientCommand, Command, LogCommand, SYSTEM_CLIENT};
 use crate::storage::{DataDirLock, DiskStorage, Storage};
 use apply::{PendingKind, PendingWrite, ReadRequest};
@@ -158,6 +160,13 @@ impl Node {
         self.raft.tick();
         self.applier.tick();
         self.snaps.on_tick(&mut self.t);
+        if self.raft.is_leader() {
+            let raft = &self.raft;
+            self.snaps.keep_wanted(|to| {
+                raft.progress(to)
+                    .is_some_and(|p| p.state == ProgressState::Snapshot)
+            });
+        }
         if self.ticks.is_multiple_of(COMPACT_CHECK_TICKS) {
             self.maybe_compact_log()?;
         }

@@ -46,8 +46,12 @@ const ABANDON_UNSTARTED_AFTER_TICKS: u32 = 40;
 /// ticks (or this young).
 const HOLD_WHILE_QUIET_TICKS: u32 = 20;
 /// Ticks after a finished transfer during which the core's resends of the snapshot are
-/// ignored: the follower is installing it and will answer.
+/// ignored: the follower is installing it and will answer. A follower still installing
+/// says so every [`INSTALLING_ACK_TICKS`], which starts this over.
 const QUIET_AFTER_DONE_TICKS: u32 = 100;
+/// How often a follower installing a whole stream repeats its final acknowledgement, so
+/// that a long install is not taken for a lost one and streamed again.
+const INSTALLING_ACK_TICKS: u32 = 10;
 /// Bytes an export thread reads ahead of the window.
 const BLOCK: usize = 16 * 1024;
 const READ_AHEAD_BLOCKS: usize = 8;
@@ -205,6 +209,8 @@ impl Outgoing {
 /// The receiving side of the transfer from one sender.
 struct Incoming {
     rx: ChunkReceiver,
+    /// Where the sender's chunks come from: where "still installing" goes.
+    addr: SocketAddr,
     leader_term: u64,
     total_estimate: u64,
     ticks: u32,
@@ -357,6 +363,21 @@ impl SnapshotTransfers {
         sending.chain(delivered).min()
     }
 
+    /// Drops the transfers to followers `wanted` says no longer need a snapshot: once a
+    /// follower goes on from the log, a stream to it would only be installed over what it
+    /// has and hold the log back meanwhile.
+    pub fn keep_wanted(&mut self, wanted: impl Fn(NodeId) -> bool) {
+        self.out.retain(|&to, _| {
+            let keep = wanted(to);
+            if !keep {
+                tracing::info!("snapshot transfer to {to:x} dropped: it follows the log again");
+            }
+            keep
+        });
+        self.requested.retain(|&to, _| wanted(to));
+        self.finished.retain(|&to, _| wanted(to));
+    }
+
     /// This node is no longer leader: its transfers are void.
     pub fn cancel_outgoing(&mut self) {
         self.out.clear();
@@ -442,6 +463,15 @@ impl SnapshotTransfers {
         from: NodeId,
         ack: SnapshotChunkAck,
     ) -> Option<WantExport> {
+        if ack.done && !self.out.contains_key(&from) {
+            // The follower is still installing what it was sent: stay quiet a while more.
+            if let Some((index, ticks)) = self.finished.get_mut(&from) {
+                if *index == ack.snapshot_index {
+                    *ticks = 0;
+                }
+            }
+            return None;
+        }
         let o = self.out.get_mut(&from)?;
         if ack.stream() != o.stream() {
             return None;
@@ -548,8 +578,28 @@ impl SnapshotTransfers {
             *ticks += 1;
             *ticks < QUIET_AFTER_DONE_TICKS
         });
-        for i in self.incoming.values_mut() {
+        let installing = match self.partial {
+            Partial::Live { from, stream } => Some((from, stream)),
+            _ => None,
+        };
+        for (from, i) in self.incoming.iter_mut() {
             i.ticks = i.ticks.saturating_add(1);
+            let Some((stream, received, true)) = i.rx.position() else {
+                continue;
+            };
+            if installing == Some((*from, stream)) && i.ticks.is_multiple_of(INSTALLING_ACK_TICKS) {
+                t.send(
+                    i.addr,
+                    Body::SnapshotChunkAck(SnapshotChunkAck {
+                        snapshot_index: stream.index,
+                        snapshot_term: stream.term,
+                        next_offset: received,
+                        done: true,
+                        after_revision: stream.after_revision,
+                        resume: None,
+                    }),
+                );
+            }
         }
         for to in active {
             self.pump(t, to);
@@ -612,10 +662,12 @@ impl SnapshotTransfers {
         }
         let inc = self.incoming.entry(from).or_insert_with(|| Incoming {
             rx: ChunkReceiver::new(MAX_SNAPSHOT_BYTES),
+            addr: from_addr,
             leader_term: 0,
             total_estimate: 0,
             ticks: 0,
         });
+        inc.addr = from_addr;
         match inc.rx.offer(chunk) {
             Ok((accepted, ack)) => {
                 t.send(from_addr, Body::SnapshotChunkAck(ack));
@@ -933,10 +985,13 @@ mod tests {
         }
 
         fn take(&mut self, from: NodeId, chunk: SnapshotChunk) {
+            if let Some(msg) = self.snaps.on_chunk(&mut self.t, from, addr(1), chunk) {
+                self.apply(msg);
+            }
+        }
+
+        fn apply(&mut self, msg: ApplyMsg) {
             use crate::server::applier::ApplyEvent;
-            let Some(msg) = self.snaps.on_chunk(&mut self.t, from, addr(1), chunk) else {
-                return;
-            };
             let mut out = Vec::new();
             self.core.handle([msg], 0, &mut out);
             for ev in out {
@@ -1096,6 +1151,83 @@ mod tests {
             got == expected,
             "the follower's store differs from the leader's"
         );
+    }
+
+    /// A follower that has every byte but is still installing them says so, and the leader
+    /// does not begin the stream again however long that takes; once the follower falls
+    /// silent, the leader's next want of a snapshot starts one.
+    #[test]
+    fn a_long_install_is_not_taken_for_a_lost_stream() {
+        let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut f = Follower::start(dirs[1].path());
+        let mut l = Leader::start(dirs[0].path(), LEADER, 300);
+        // Every chunk reaches the follower's loop; its applier never gets to the bytes.
+        let mut rounds = 0;
+        while !(l.snaps.out.is_empty() && l.snaps.finished.contains_key(&FOLLOWER)) {
+            rounds += 1;
+            assert!(rounds < 20_000, "the stream was never delivered");
+            let chunks = drain(&l.air);
+            if chunks.is_empty() {
+                l.snaps.on_tick(&mut l.t);
+            }
+            for body in chunks {
+                let Body::SnapshotChunk(c) = body else {
+                    panic!("the leader sent {body:?}")
+                };
+                match f.snaps.on_chunk(&mut f.t, LEADER, addr(1), c) {
+                    Some(ApplyMsg::SnapshotBytes(_)) | None => {}
+                    Some(other) => f.apply(other),
+                }
+            }
+            for body in drain(&f.air) {
+                let Body::SnapshotChunkAck(a) = body else {
+                    panic!("the follower sent {body:?}")
+                };
+                l.on_ack(a);
+            }
+        }
+        for tick in 0..QUIET_AFTER_DONE_TICKS * 10 {
+            f.snaps.on_tick(&mut f.t);
+            l.snaps.on_tick(&mut l.t);
+            for body in drain(&f.air) {
+                let Body::SnapshotChunkAck(a) = body else {
+                    panic!("the follower sent {body:?}")
+                };
+                assert!(a.done, "tick {tick}: {a:?}");
+                l.on_ack(a);
+            }
+            assert!(
+                !l.snaps.want(FOLLOWER, addr(2)),
+                "tick {tick}: a new stream for a follower still installing"
+            );
+        }
+        for _ in 0..QUIET_AFTER_DONE_TICKS {
+            l.snaps.on_tick(&mut l.t);
+        }
+        assert!(
+            l.snaps.want(FOLLOWER, addr(2)),
+            "a silent follower is streamed to again"
+        );
+    }
+
+    /// A follower the core no longer wants a snapshot for (it answered from the log after
+    /// one) is not streamed to; a later want starts afresh.
+    #[test]
+    fn a_follower_back_on_the_log_is_not_streamed_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Leader::start(dir.path(), LEADER, 300);
+        l.snaps.keep_wanted(|_| true);
+        assert_eq!(
+            l.snaps.progress().len(),
+            1,
+            "the transfer goes on while wanted"
+        );
+        l.snaps.keep_wanted(|to| to != FOLLOWER);
+        assert!(l.snaps.progress().is_empty(), "{:?}", l.snaps.progress());
+        drain(&l.air);
+        l.snaps.on_tick(&mut l.t);
+        assert!(drain(&l.air).is_empty(), "a dropped transfer sends nothing");
+        assert!(l.snaps.want(FOLLOWER, addr(2)));
     }
 
     /// The follower restarts with its stream half received: the leader's next chunks are

@@ -60,6 +60,8 @@ struct State {
     /// Durable steps since the fault was armed, and the fault with the step it fires at.
     steps: u64,
     armed: Option<(u64, Fault)>,
+    /// Only steps whose description holds this count towards the armed fault.
+    armed_on: Option<&'static str>,
     crashed: bool,
     /// What fired, for the test's report.
     fired: Vec<String>,
@@ -101,6 +103,7 @@ impl SimFs {
                 rng: StdRng::seed_from_u64(seed),
                 steps: 0,
                 armed: None,
+                armed_on: None,
                 crashed: false,
                 fired: Vec::new(),
             })),
@@ -116,6 +119,16 @@ impl SimFs {
         let mut s = self.lock();
         s.steps = 0;
         s.armed = Some((step.max(1), fault));
+        s.armed_on = None;
+    }
+
+    /// Fires `fault` at the `step`-th durable step from now whose description contains
+    /// `on` (say "rename", or a file's name): for steps too rare to be hit by counting all.
+    pub fn arm_on(&self, on: &'static str, step: u64, fault: Fault) {
+        let mut s = self.lock();
+        s.steps = 0;
+        s.armed = Some((step.max(1), fault));
+        s.armed_on = Some(on);
     }
 
     /// Whether a fault is armed and has not fired yet.
@@ -181,6 +194,9 @@ impl SimFs {
         let Some((at, fault)) = s.armed else {
             return Ok(None);
         };
+        if s.armed_on.is_some_and(|on| !what.contains(on)) {
+            return Ok(None);
+        }
         s.steps += 1;
         if s.steps < at {
             return Ok(None);

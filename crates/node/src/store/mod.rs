@@ -99,6 +99,8 @@ pub struct StoreConfig {
     pub cache_bytes: usize,
     /// For a new store only; an existing store keeps the value it was created with.
     pub session_timeout_ms: u64,
+    /// Snapshot stream bytes an import gathers per write transaction.
+    pub import_write_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -106,6 +108,7 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_bytes: 128 << 20,
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            import_write_bytes: stream::WRITE_BYTES,
         }
     }
 }

@@ -124,7 +124,9 @@ fn feed_all(mut imp: Import, bytes: &[u8], piece: usize) -> Result<Meta, ImportE
 /// Where the import at `path` stands after the first `cut` bytes of `bytes`: sealed, or
 /// (`reopen`) dropped and found again on disk, as after a restart.
 fn cut_import(path: &Path, bytes: &[u8], cut: usize, reopen: bool) -> Option<ResumePoint> {
-    let mut imp = Import::create(&OsFs, path, 1 << 20).unwrap();
+    let mut imp = Import::create(&OsFs, path, 1 << 20)
+        .unwrap()
+        .write_every(1 << 10);
     for chunk in bytes[..cut].chunks(97) {
         imp.feed(chunk).unwrap();
     }
@@ -729,7 +731,21 @@ fn import_rates() {
             })
             .collect()
     };
-    let all = log(&cmds(0, n + n / 5));
+    // The delta a follower stopped under load misses: new keys, or (OVERWRITE=1, as a
+    // second run of `myraft bench --sequential-keys` does) the first keys written again.
+    let overwrite = std::env::var("OVERWRITE").is_ok_and(|v| v == "1");
+    let mut first = cmds(0, n);
+    let more = if overwrite {
+        cmds(0, n / 4)
+    } else {
+        cmds(n, n + n / 5)
+    };
+    let base = first.len() as u64;
+    first.extend(more.into_iter().enumerate().map(|(j, (_, mut c))| {
+        c.seq = base + j as u64 + 1;
+        (1000 + base + j as u64, c)
+    }));
+    let all = log(&first);
     let dir = tempfile::tempdir().unwrap();
     let big = StoreConfig {
         cache_bytes: 64 << 20,
@@ -766,7 +782,11 @@ fn import_rates() {
     let imp = Import::resume(&OsFs, &incoming, 64 << 20, p.unwrap().after_revision).unwrap();
     let o = t.elapsed().as_secs_f64() - c;
     let t = std::time::Instant::now();
-    feed_all(imp, &delta, 10 << 10).unwrap();
+    let feed: usize = std::env::var("FEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10 << 10);
+    feed_all(imp, &delta, feed).unwrap();
     let s = t.elapsed().as_secs_f64();
     eprintln!(
         "continued: copy {c:.2} s, open {o:.2} s, {} MB in {s:.2} s = {:.1} MB/s",
