@@ -84,7 +84,7 @@ impl Raft {
             self.refresh_membership();
         }
         // A lone voter commits once its own disk has the entry (see `advance`).
-        self.broadcast_append();
+        self.deferred.entries = true;
         Proposal { index, term }
     }
 
@@ -187,13 +187,6 @@ impl Raft {
             read_round: self.read_round,
         };
         self.send(to, RaftBody::AppendEntries(ae));
-    }
-
-    pub(super) fn broadcast_append(&mut self) {
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for id in peers {
-            self.send_append(id, false);
-        }
     }
 
     /// Sends the peer what it lacks, if its progress state allows another message. With
@@ -350,17 +343,9 @@ impl Raft {
                 self.start_read(ctx);
             }
         }
-        // Followers learn the new commit index without waiting for a heartbeat.
-        let peers: Vec<NodeId> = self.progress.keys().copied().collect();
-        for &id in &peers {
-            if !self.send_append(id, false) {
-                if let Some(p) = self.progress.get(&id) {
-                    if p.state == ProgressState::Replicate {
-                        self.send_heartbeat(id);
-                    }
-                }
-            }
-        }
+        // Followers learn the new commit index without waiting for a heartbeat (at the
+        // next Ready, once for every commit since).
+        self.deferred.commit = true;
         if self.membership_committed() && !self.membership.contains(self.cfg.id) {
             // §4.2.2: a leader that is not in the committed configuration steps down. It
             // hands over at once (§3.10) to the most up-to-date voter, which would otherwise
@@ -406,15 +391,41 @@ impl Raft {
             self.reads.push(ReadState { ctx, index });
             return;
         }
-        self.read_round += 1;
+        // Reads that arrive before the round's heartbeats leave share the round: its
+        // answers confirm leadership after each of them arrived.
+        if !self.deferred.read_round {
+            self.read_round += 1;
+            self.deferred.read_round = true;
+        }
         self.pending_reads.push_back(PendingRead {
             ctx,
             index,
             round: self.read_round,
         });
+    }
+
+    /// Sends what [`Raft::deferred`] gathered: to each peer its new entries, else the
+    /// commit index, else a heartbeat of the open read round (every AppendEntries carries
+    /// the round, so one message per peer does for all three).
+    pub(super) fn send_deferred(&mut self) {
+        let d = std::mem::take(&mut self.deferred);
+        if self.role != Role::Leader || !d.any() {
+            return;
+        }
         let peers: Vec<NodeId> = self.progress.keys().copied().collect();
         for id in peers {
-            self.send_heartbeat(id);
+            let mut sent = (d.entries || d.commit) && self.send_append(id, false);
+            if d.commit && !sent {
+                if let Some(p) = self.progress.get(&id) {
+                    if p.state == ProgressState::Replicate {
+                        self.send_heartbeat(id);
+                        sent = true;
+                    }
+                }
+            }
+            if d.read_round && !sent {
+                self.send_heartbeat(id);
+            }
         }
     }
 

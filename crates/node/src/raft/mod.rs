@@ -14,6 +14,12 @@
 //! 4. `raft.advance();` — and nothing else may be stepped between 1 and 4;
 //! 5. apply `rd.committed` in order and serve `rd.reads` once applied reaches their index.
 //!
+//! A leader writes its messages to peers when the driver asks for a `Ready`, not when a
+//! proposal, a commit or a read comes in: everything since the last `Ready` goes out as one
+//! AppendEntries (or one heartbeat) per peer, which carries the new entries, the commit
+//! index and the open ReadIndex round at once. A driver that steps a batch of client
+//! requests before calling `ready` sends a message per peer per batch, not per request.
+//!
 //! Module map, by role (openraft's handler split):
 //! - [`log`]: the in-memory log, commit/apply cursors and what still needs persisting;
 //! - `election`: term rules, votes, PreVote and campaigning (§5.2, dissertation §9.6);
@@ -185,6 +191,23 @@ impl Ready {
     }
 }
 
+/// Messages a leader owes its peers, gathered until the next Ready.
+#[derive(Debug, Default, Clone, Copy)]
+struct Deferred {
+    /// New entries to replicate.
+    entries: bool,
+    /// A commit index the followers have not been told.
+    commit: bool,
+    /// A ReadIndex round whose heartbeats are not out yet.
+    read_round: bool,
+}
+
+impl Deferred {
+    fn any(&self) -> bool {
+        self.entries || self.commit || self.read_round
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PendingRead {
     ctx: u64,
@@ -222,6 +245,10 @@ pub struct Raft {
     read_round: u64,
     pending_reads: VecDeque<PendingRead>,
     reads_awaiting_term_commit: Vec<u64>,
+    /// What the leader has to tell its peers, sent once per Ready however many proposals,
+    /// commits and reads came in since the last: a message per peer per Ready rather than
+    /// per request.
+    deferred: Deferred,
 
     // Output collected for the next Ready.
     msgs: Vec<RaftMessage>,
@@ -261,6 +288,7 @@ impl Raft {
             term_start: 0,
             lead_transferee: None,
             read_round: 0,
+            deferred: Deferred::default(),
             pending_reads: VecDeque::new(),
             reads_awaiting_term_commit: Vec::new(),
             msgs: Vec::new(),
@@ -431,7 +459,8 @@ impl Raft {
     // ---- output ----------------------------------------------------------------------
 
     pub fn has_ready(&self) -> bool {
-        !self.msgs.is_empty()
+        self.deferred.any()
+            || !self.msgs.is_empty()
             || self.log.has_unstable()
             || self.log.has_committed()
             || self.hard_state() != self.last_hard_state
@@ -441,6 +470,7 @@ impl Raft {
     }
 
     pub fn ready(&mut self) -> Ready {
+        self.send_deferred();
         let hs = self.hard_state();
         let hard_state = (hs != self.last_hard_state).then_some(hs);
         self.last_hard_state = hs;

@@ -399,6 +399,33 @@ impl Sim {
     }
 
     /// Takes a snapshot of `id`'s application at its applied index and compacts its log.
+    /// Starts `n` ReadIndex reads on `id` within one turn of its event loop.
+    pub fn read_many(&mut self, id: NodeId, n: u64) -> Result<(), RaftError> {
+        let before = self.max_committed;
+        let ctxs: Vec<u64> = (self.next_read..self.next_read + n).collect();
+        self.next_read += n;
+        for &ctx in &ctxs {
+            let check = ReadCheck {
+                node: id,
+                committed_before: before,
+            };
+            self.reads.insert(ctx, check);
+        }
+        let r = self.with_raft(id, |r| ctxs.iter().try_for_each(|&c| r.read_index(c)));
+        match r {
+            Some(Ok(())) => Ok(()),
+            other => {
+                for ctx in &ctxs {
+                    self.reads.remove(ctx);
+                }
+                Err(match other {
+                    Some(Err(e)) => e,
+                    _ => RaftError::NotLeader { leader: None },
+                })
+            }
+        }
+    }
+
     pub fn compact(&mut self, id: NodeId) {
         let Some(n) = self.nodes.get_mut(&id) else {
             return;

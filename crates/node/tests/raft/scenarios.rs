@@ -2,7 +2,7 @@
 //! paper, "dissertation §" to Ongaro's thesis). The harness checks the safety properties
 //! after every event; these tests add liveness and the rule-specific expectations.
 
-use crate::harness::{membership, NetConfig, Sim};
+use crate::harness::{cmd, membership, NetConfig, Sim};
 use myraft_node::raft::{Config, RaftError, Role};
 
 /// Raft §5.2: a fresh cluster elects exactly one leader, and everyone agrees on its term.
@@ -515,6 +515,9 @@ fn snapshot_catches_up_a_lagging_follower() {
         let l = s.wait_leader(2_000);
         s.compact(l);
         assert!(s.raft(l).log().snapshot_index() > 1);
+        // AppendEntries sent to it before the compaction are lost while it is down, not
+        // delivered after its restart (they would catch it up without a snapshot).
+        s.run_for(100);
         s.restart(f);
         s.commit_everywhere(31, 5_000);
         assert_eq!(
@@ -675,4 +678,35 @@ fn an_unreachable_learner_is_never_promotable() {
         "once it answers and holds the committed log, n4 may vote\n{}",
         s.dump()
     );
+}
+
+/// Proposals and reads that arrive within one turn of the leader's loop go out as one
+/// message per peer: one AppendEntries carries every proposal, one heartbeat round
+/// confirms every read. (Sent one per request, they had cost the leader most of its CPU.)
+#[test]
+fn one_turn_of_requests_is_one_message_per_peer() {
+    for seed in 0..5 {
+        let mut s = Sim::new(seed, 3);
+        let l = s.wait_leader(2_000);
+        s.commit_everywhere(1, 2_000);
+        let sent = s.messages_sent;
+        s.with_raft(l, |r| {
+            for c in 2..=51 {
+                r.propose(cmd(c)).expect("leader");
+            }
+        });
+        assert_eq!(s.messages_sent - sent, 2, "seed {seed}: 50 proposals");
+        let all: Vec<u64> = (1..=51).collect();
+        assert!(
+            s.run_until(2_000, |s| (1..=3).all(|n| s.applied(n) == all.as_slice())),
+            "seed {seed}: the 50 proposals applied everywhere"
+        );
+
+        let sent = s.messages_sent;
+        s.read_many(l, 50).expect("leader");
+        assert_eq!(s.messages_sent - sent, 2, "seed {seed}: 50 reads");
+        let served = s.reads_served;
+        s.run_for(200);
+        assert_eq!(s.reads_served - served, 50, "seed {seed}: reads released");
+    }
 }
