@@ -258,12 +258,17 @@ impl ChunkReceiver {
 
 /// The acknowledgement of `chunk` saying every byte before `next_offset` arrived.
 pub fn ack_for(chunk: &SnapshotChunk, next_offset: u64, done: bool) -> SnapshotChunkAck {
+    ack_of(chunk.stream(), next_offset, done)
+}
+
+/// An acknowledgement of `stream` through `next_offset`, without a resume offer.
+pub fn ack_of(stream: StreamId, next_offset: u64, done: bool) -> SnapshotChunkAck {
     SnapshotChunkAck {
-        snapshot_index: chunk.snapshot_index,
-        snapshot_term: chunk.snapshot_term,
+        snapshot_index: stream.index,
+        snapshot_term: stream.term,
         next_offset,
         done,
-        after_revision: chunk.after_revision,
+        after_revision: stream.after_revision,
         resume: None,
     }
 }

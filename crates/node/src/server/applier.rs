@@ -34,7 +34,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 /// Messages queued for the applier at most; beyond that the loop holds them itself.
 const QUEUE: usize = 256;
-/// Largest run of stream bytes the loop joins into one message for the applier.
+/// Largest run of stream bytes joined into one message for the applier (in the loop's
+/// overflow, and again from the queue into one import write).
 const MAX_JOINED_BYTES: usize = 8 << 20;
 
 pub enum ApplyMsg {
@@ -228,30 +229,11 @@ impl ApplyCore {
             }
         }
         self.flush(&mut batch, now_ms, out);
-        self.write_import(out);
         if !running && !self.failed {
             self.sync(now_ms, out);
         }
         self.serve_reads(out);
         running
-    }
-
-    /// Writes the stream bytes the import gathered: the queue is drained, so no more are
-    /// at hand to join them, and what a restart keeps should not wait for more.
-    fn write_import(&mut self, out: &mut Vec<ApplyEvent>) {
-        let Some(inc) = self.incoming.as_mut() else {
-            return;
-        };
-        let from = inc.stream.0;
-        match inc.import.write_gathered() {
-            Ok(()) => {}
-            Err(ImportError::Stream(reason)) => {
-                tracing::warn!(%reason, "snapshot stream from {from:x} refused; asking again");
-                self.discard_incoming();
-                out.push(ApplyEvent::ImportFailed { from, reason });
-            }
-            Err(ImportError::Store(e)) => self.fail(e, out),
-        }
     }
 
     /// Syncs the store if the interval has passed since the last synced commit.
@@ -424,7 +406,7 @@ impl ApplyCore {
             } else {
                 self.continue_import(after_revision)
             };
-            match import.map(|i| i.write_every(self.cfg.import_write_bytes)) {
+            match import {
                 Ok(import) => {
                     if after_revision > 0 {
                         tracing::info!(
@@ -530,18 +512,24 @@ impl ApplyCore {
 fn coalesce(msgs: impl IntoIterator<Item = ApplyMsg>) -> Vec<ApplyMsg> {
     let mut out: Vec<ApplyMsg> = Vec::new();
     for msg in msgs {
-        if let (Some(ApplyMsg::SnapshotBytes(prev)), ApplyMsg::SnapshotBytes(next)) =
-            (out.last_mut(), &msg)
-        {
-            if prev.continued_by(next) {
-                prev.data.extend_from_slice(&next.data);
-                prev.done = next.done;
-                continue;
-            }
+        if let Some(msg) = join(out.last_mut(), msg) {
+            out.push(msg);
         }
-        out.push(msg);
     }
     out
+}
+
+/// Appends `msg` to `last` if both are stream bytes, `msg` continuing `last` and `last`
+/// not yet [`MAX_JOINED_BYTES`] long; else gives `msg` back.
+fn join(last: Option<&mut ApplyMsg>, msg: ApplyMsg) -> Option<ApplyMsg> {
+    if let (Some(ApplyMsg::SnapshotBytes(prev)), ApplyMsg::SnapshotBytes(next)) = (last, &msg) {
+        if prev.continued_by(next) && prev.data.len() < MAX_JOINED_BYTES {
+            prev.data.extend_from_slice(&next.data);
+            prev.done = next.done;
+            return None;
+        }
+    }
+    Some(msg)
 }
 
 /// Answers a read from one read transaction.
@@ -646,16 +634,9 @@ impl Applier {
                 // Stream bytes waiting join the run before them: the thread takes them in
                 // one message however many datagrams brought them, and does not wait for
                 // the loop's next turn to move a datagram's worth.
-                if let Some(ApplyMsg::SnapshotBytes(prev)) = overflow.back_mut() {
-                    if let ApplyMsg::SnapshotBytes(next) = &msg {
-                        if prev.continued_by(next) && prev.data.len() < MAX_JOINED_BYTES {
-                            prev.data.extend_from_slice(&next.data);
-                            prev.done = next.done;
-                            return self.flush();
-                        }
-                    }
+                if let Some(msg) = join(overflow.back_mut(), msg) {
+                    overflow.push_back(msg);
                 }
-                overflow.push_back(msg);
                 self.flush();
             }
             Applier::Inline { queue, .. } => queue.push(msg),

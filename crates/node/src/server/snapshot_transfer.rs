@@ -20,7 +20,8 @@ use crate::store::Export;
 use myraft_wire::envelope::Body;
 use myraft_wire::raft::NodeId;
 use myraft_wire::snapshot::{
-    ack_for, max_chunk_data, ChunkReceiver, ResumePoint, SnapshotChunk, SnapshotChunkAck, StreamId,
+    ack_for, ack_of, max_chunk_data, ChunkReceiver, ResumePoint, SnapshotChunk, SnapshotChunkAck,
+    StreamId,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -588,17 +589,8 @@ impl SnapshotTransfers {
                 continue;
             };
             if installing == Some((*from, stream)) && i.ticks.is_multiple_of(INSTALLING_ACK_TICKS) {
-                t.send(
-                    i.addr,
-                    Body::SnapshotChunkAck(SnapshotChunkAck {
-                        snapshot_index: stream.index,
-                        snapshot_term: stream.term,
-                        next_offset: received,
-                        done: true,
-                        after_revision: stream.after_revision,
-                        resume: None,
-                    }),
-                );
+                let ack = ack_of(stream, received, true);
+                t.send(i.addr, Body::SnapshotChunkAck(ack));
             }
         }
         for to in active {

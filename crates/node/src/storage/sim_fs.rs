@@ -116,19 +116,20 @@ impl SimFs {
 
     /// Fires `fault` at the `step`-th durable step from now (1 = the next one).
     pub fn arm(&self, step: u64, fault: Fault) {
-        let mut s = self.lock();
-        s.steps = 0;
-        s.armed = Some((step.max(1), fault));
-        s.armed_on = None;
+        self.arm_where(None, step, fault);
     }
 
     /// Fires `fault` at the `step`-th durable step from now whose description contains
     /// `on` (say "rename", or a file's name): for steps too rare to be hit by counting all.
     pub fn arm_on(&self, on: &'static str, step: u64, fault: Fault) {
+        self.arm_where(Some(on), step, fault);
+    }
+
+    fn arm_where(&self, on: Option<&'static str>, step: u64, fault: Fault) {
         let mut s = self.lock();
         s.steps = 0;
         s.armed = Some((step.max(1), fault));
-        s.armed_on = Some(on);
+        s.armed_on = on;
     }
 
     /// Whether a fault is armed and has not fired yet.

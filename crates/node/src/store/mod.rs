@@ -99,8 +99,6 @@ pub struct StoreConfig {
     pub cache_bytes: usize,
     /// For a new store only; an existing store keeps the value it was created with.
     pub session_timeout_ms: u64,
-    /// Snapshot stream bytes an import gathers per write transaction.
-    pub import_write_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -108,7 +106,6 @@ impl Default for StoreConfig {
         StoreConfig {
             cache_bytes: 128 << 20,
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
-            import_write_bytes: stream::WRITE_BYTES,
         }
     }
 }
@@ -297,14 +294,7 @@ impl Store {
         if kv.revision == 0 {
             return Ok(None);
         }
-        let r = self.reader()?;
-        let revs = r.txn.open_table(REVISIONS).map_err(|e| r.err(e))?;
-        let row = revs.get(kv.revision).map_err(|e| r.err(e))?;
-        Ok(row.map(|row| myraft_wire::snapshot::ResumePoint {
-            after_revision: kv.revision,
-            compacted_before: kv.compacted_before,
-            row_crc: crc32fast::hash(row.value()),
-        }))
+        stream::point_at(&self.db, &self.path, kv.revision, kv.compacted_before)
     }
 
     /// Copies this store, synced first, to `to`: the start of an import that continues it

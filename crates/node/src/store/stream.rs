@@ -43,10 +43,6 @@ const FRAME: usize = 5;
 const MAX_RECORD: usize = 1 << 20;
 /// Stream bytes an import takes between synced commits: what a crash may cost it.
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
-/// Stream bytes gathered before they are written in one transaction. A stream arrives a
-/// datagram at a time, and a transaction per datagram costs more than the rows it writes
-/// once the store is large (a commit rewrites the path to every leaf it touched).
-pub const WRITE_BYTES: usize = 1 << 20;
 /// The meta table's row of a partial store: how far its import got.
 const PROGRESS_ROW: &str = "import";
 
@@ -352,7 +348,6 @@ pub struct Import {
     /// Stream bytes taken since the last synced commit.
     unsynced_bytes: u64,
     checkpoint_bytes: u64,
-    write_bytes: usize,
     /// The last revision row stored.
     last_revision: Option<u64>,
     /// The last revision row of the stream seen: rows come in order, after its base.
@@ -387,7 +382,6 @@ impl Import {
             bytes: 0,
             unsynced_bytes: 0,
             checkpoint_bytes: CHECKPOINT_BYTES,
-            write_bytes: WRITE_BYTES,
             last_revision: continued.map(|p| p.last_revision),
             stream_last: continued.map(|_| after),
             last_client: None,
@@ -478,32 +472,16 @@ impl Import {
 
     /// Syncs what was imported so far and closes the file; a later stream may continue it
     /// from the point returned (none if not a single revision row arrived).
-    pub fn seal(mut self) -> Result<Option<ResumePoint>, StoreError> {
-        match self.write_gathered() {
-            Ok(()) => {}
-            // What the bad bytes followed is stored and good; they are not.
-            Err(ImportError::Stream(reason)) => {
-                tracing::warn!(%reason, "the end of a sealed snapshot stream is dropped");
-            }
-            Err(ImportError::Store(e)) => return Err(e),
-        }
+    pub fn seal(self) -> Result<Option<ResumePoint>, StoreError> {
         let txn = begin_write(&self.db, &self.path, true)?;
         txn.commit().map_err(|e| StoreError::db(&self.path, e))?;
         point_of(&self.db, &self.path)
     }
 
-    /// Syncs every `bytes` instead of every [`CHECKPOINT_BYTES`], and writes every quarter of
-    /// that: for tests of small streams.
+    /// Syncs every `bytes` instead of every [`CHECKPOINT_BYTES`]: for tests of small streams.
     #[cfg(test)]
     pub(crate) fn checkpoint_every(mut self, bytes: u64) -> Self {
         self.checkpoint_bytes = bytes;
-        self.write_bytes = usize::try_from(bytes / 4).unwrap_or(usize::MAX);
-        self
-    }
-
-    /// Writes once `bytes` of the stream have gathered instead of [`WRITE_BYTES`].
-    pub fn write_every(mut self, bytes: usize) -> Self {
-        self.write_bytes = bytes;
         self
     }
 
@@ -521,9 +499,10 @@ impl Import {
         self.meta.as_ref()
     }
 
-    /// Takes the next bytes of the stream, in order. Once [`WRITE_BYTES`] have gathered, the
-    /// records they complete are written in one write transaction, synced every
-    /// [`CHECKPOINT_BYTES`].
+    /// Takes the next bytes of the stream, in order, and writes the records they complete
+    /// in one write transaction, synced every [`CHECKPOINT_BYTES`]. The applier hands over
+    /// all the bytes at hand at once (see `coalesce` there): a transaction per datagram
+    /// would cost more than the rows it writes once the store is large.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), ImportError> {
         if self.ended && !data.is_empty() {
             return Err(bad("bytes after the end record"));
@@ -531,17 +510,6 @@ impl Import {
         self.bytes += data.len() as u64;
         self.unsynced_bytes += data.len() as u64;
         self.partial.extend_from_slice(data);
-        if self.partial.len() < self.write_bytes {
-            return Ok(());
-        }
-        self.write_gathered()
-    }
-
-    /// Writes the records the bytes gathered so far complete.
-    pub fn write_gathered(&mut self) -> Result<(), ImportError> {
-        if self.partial.len() < FRAME {
-            return Ok(());
-        }
         let buf = std::mem::take(&mut self.partial);
         let path = self.path.clone();
         let err = |e: redb::Error| ImportError::Store(StoreError::db(&path, e));
@@ -744,8 +712,7 @@ impl Import {
 
     /// Checks that the rows add up to the meta record's counters, writes the meta row and
     /// syncs the file. The store is then ready for [`super::Store::replace_with`].
-    pub fn finish(mut self) -> Result<Meta, ImportError> {
-        self.write_gathered()?;
+    pub fn finish(self) -> Result<Meta, ImportError> {
         if !self.ended || !self.partial.is_empty() {
             return Err(bad("the stream ended early"));
         }
@@ -795,22 +762,32 @@ fn point_of(db: &Database, path: &Path) -> Result<Option<ResumePoint>, StoreErro
     let Some(p) = read_progress(db, path)? else {
         return Ok(None);
     };
-    let txn = db.begin_read().map_err(|e| StoreError::db(path, e))?;
-    let revs = txn
-        .open_table(REVISIONS)
-        .map_err(|e| StoreError::db(path, e))?;
-    let row = revs
-        .get(p.last_revision)
-        .map_err(|e| StoreError::db(path, e))?
+    point_at(db, path, p.last_revision, p.compacted_before)?
+        .map(Some)
         .ok_or_else(|| {
             StoreError::Corrupt(format!(
                 "the partial store's progress names revision {}, which it lacks",
                 p.last_revision
             ))
-        })?;
-    Ok(Some(ResumePoint {
-        after_revision: p.last_revision,
-        compacted_before: p.compacted_before,
+        })
+}
+
+/// The point after `revision` of the store `db`, compacted below `compacted_before`: the
+/// CRC of its row there names the rows up to it (`None` if it has no such row).
+pub(super) fn point_at(
+    db: &Database,
+    path: &Path,
+    revision: u64,
+    compacted_before: u64,
+) -> Result<Option<ResumePoint>, StoreError> {
+    let txn = db.begin_read().map_err(|e| StoreError::db(path, e))?;
+    let revs = txn
+        .open_table(REVISIONS)
+        .map_err(|e| StoreError::db(path, e))?;
+    let row = revs.get(revision).map_err(|e| StoreError::db(path, e))?;
+    Ok(row.map(|row| ResumePoint {
+        after_revision: revision,
+        compacted_before,
         row_crc: crc32fast::hash(row.value()),
     }))
 }

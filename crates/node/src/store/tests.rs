@@ -124,9 +124,7 @@ fn feed_all(mut imp: Import, bytes: &[u8], piece: usize) -> Result<Meta, ImportE
 /// Where the import at `path` stands after the first `cut` bytes of `bytes`: sealed, or
 /// (`reopen`) dropped and found again on disk, as after a restart.
 fn cut_import(path: &Path, bytes: &[u8], cut: usize, reopen: bool) -> Option<ResumePoint> {
-    let mut imp = Import::create(&OsFs, path, 1 << 20)
-        .unwrap()
-        .write_every(1 << 10);
+    let mut imp = Import::create(&OsFs, path, 1 << 20).unwrap();
     for chunk in bytes[..cut].chunks(97) {
         imp.feed(chunk).unwrap();
     }
