@@ -266,7 +266,11 @@ impl Raft {
             .as_ref()
             .map(|s| s.meta.clone())
             .unwrap_or_default();
-        let mut log = RaftLog::new(&meta, init.entries, init.hard_state.commit);
+        // The commit index is volatile state (Raft, Figure 2): the driver writes it with the
+        // log but syncs it only with entries or a term or vote, so after a crash it may be
+        // behind what the state store applied, and everything applied was committed.
+        let commit = init.hard_state.commit.max(init.applied);
+        let mut log = RaftLog::new(&meta, init.entries, commit);
         log.applied = log.applied.max(init.applied.min(log.commit));
         let mut r = Raft {
             cfg,

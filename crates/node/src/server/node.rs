@@ -265,7 +265,10 @@ impl Node {
             }
             if let Some(hs) = &rd.hard_state {
                 self.storage.save_hard_state(hs)?;
-                wrote = true;
+                // A new commit index alone is not worth an fsync on the way to the reply:
+                // it is volatile state, recovered from the store and the leader (as etcd's
+                // MustSync). A term or a vote must be durable before any message says so.
+                wrote |= hs.term != prev.term || hs.vote != prev.vote;
             }
             if wrote {
                 self.storage.sync()?;

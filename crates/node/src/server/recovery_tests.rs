@@ -177,3 +177,35 @@ fn the_snapshot_of_an_earlier_version_becomes_the_store() {
     let init = recover(&mut storage, &store).unwrap();
     assert_eq!(init.applied, 10);
 }
+
+/// The commit index is written but synced only with entries, a term or a vote: a crash can
+/// leave it behind what the state store applied (the store syncs on its own schedule). The
+/// node must start from the store's position, not apply entries again nor wait to relearn a
+/// commit it already acted on.
+#[test]
+fn a_commit_index_behind_the_store_starts_from_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(dir.path(), &(1..=15).map(noop).collect::<Vec<_>>());
+    {
+        let (mut storage, _) =
+            DiskStorage::open(&dir.path().join("raft"), DiskOptions::default()).unwrap();
+        storage
+            .append(&(1..=20).map(noop).collect::<Vec<_>>())
+            .unwrap();
+        storage
+            .save_hard_state(&HardState {
+                term: 1,
+                vote: Some(1),
+                commit: 8,
+            })
+            .unwrap();
+        storage.sync().unwrap();
+    }
+    let (mut storage, _) =
+        DiskStorage::open(&dir.path().join("raft"), DiskOptions::default()).unwrap();
+    let init = recover(&mut storage, &store).unwrap();
+    assert_eq!(init.hard_state.commit, 8, "what the log says");
+    let raft = Raft::new(Config::new(1), init, StdRng::seed_from_u64(0));
+    assert_eq!(raft.commit_index(), 15, "applied entries were committed");
+    assert_eq!(raft.applied_index(), 15);
+}
