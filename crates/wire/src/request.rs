@@ -8,9 +8,15 @@
 //!   `Status` replies (`ClusterStatus.leader` and the members' addresses) and from
 //!   `NotLeader { hint }`. Without a known leader, a data op first asks the entrance for
 //!   `Status` (at most once a second), and otherwise goes to the entrance, which forwards it.
-//!   Silence from the leader or `NotLeader` without a hint forgets the leader. The entrance
-//!   list is tried in turn, starting with the one that answered last, so a comma-separated
-//!   list survives one entrance being away.
+//!   The entrance list is tried in turn, starting with the one that answered last, so a
+//!   comma-separated list survives one entrance being away.
+//! - **Failover.** Silence from the leader (`attempt_timeout`, 150 ms by default) or
+//!   `NotLeader` without a usable hint forgets the leader and starts a search: each round
+//!   sends the request to the entrance and to every member of the last `Status` at once and
+//!   listens for `search_interval`. The first member to answer a write is the leader; a
+//!   member naming a leader other than the silent one sends the request there. So a write
+//!   goes through as soon as a new leader is elected, whatever the entrance's failure
+//!   detector knows yet. The copies are one write: they carry one `(client_id, seq)`.
 //! - **Exactly once.** Writes ([`ClientOp::is_write`]) are numbered 1, 2, 3… per client id,
 //!   one write in flight per client: concurrent writes on one `Client` queue behind each
 //!   other. A retry reuses the `(client_id, seq)` of the first attempt, so the state machine
@@ -82,18 +88,25 @@ pub struct ClientOptions {
     /// unavailable, server-side timeout); doubles up to `max_backoff`, with jitter.
     pub backoff: Duration,
     pub max_backoff: Duration,
+    /// While the client looks for a leader (the one it knew went silent, or the cluster
+    /// has none), how long each round that asks the entrance and every member at once waits
+    /// for answers before asking again; it grows after the first second or so.
+    pub search_interval: Duration,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             timeout: Duration::from_millis(5_000),
-            // A write waits for an fsync on a majority; on a busy machine that can take
-            // a while, and an early retry only adds load.
-            attempt_timeout: Duration::from_millis(500),
+            // A write waits for an fsync on a majority, a few milliseconds even on a busy
+            // machine; a leader silent for this long is looked for elsewhere (a new one is
+            // elected within an election timeout, 250-500 ms by default). Copies sent
+            // meanwhile cost little: the leader drops those of a write it already holds.
+            attempt_timeout: Duration::from_millis(150),
             max_attempt_timeout: Duration::from_millis(2_000),
             backoff: Duration::from_millis(20),
             max_backoff: Duration::from_millis(500),
+            search_interval: Duration::from_millis(40),
         }
     }
 }
@@ -148,12 +161,14 @@ impl RequestError {
 pub enum Target {
     Entrance(SocketAddr),
     Leader(SocketAddr),
+    /// A member asked while the client looked for the leader.
+    Member(SocketAddr),
 }
 
 impl Target {
     pub fn addr(self) -> SocketAddr {
         match self {
-            Target::Entrance(a) | Target::Leader(a) => a,
+            Target::Entrance(a) | Target::Leader(a) | Target::Member(a) => a,
         }
     }
 }
@@ -163,6 +178,7 @@ impl fmt::Display for Target {
         match self {
             Target::Entrance(a) => write!(f, "entrance {a}"),
             Target::Leader(a) => write!(f, "leader {a}"),
+            Target::Member(a) => write!(f, "member {a}"),
         }
     }
 }
@@ -223,6 +239,8 @@ impl Drop for Inner {
 #[derive(Default)]
 struct LeaderCache {
     addr: Option<SocketAddr>,
+    /// Every member's address, from the last `Status`: where to look for a new leader.
+    members: Vec<SocketAddr>,
     last_refresh: Option<Instant>,
 }
 
@@ -479,13 +497,20 @@ impl Client {
         let mut attempt_timeout = opts.attempt_timeout;
         let mut backoff = opts.backoff;
         let mut renewed = false;
-        // Attempts handed to the network under the current (client id, seq): once there is
+        // Copies handed to the network under the current (client id, seq): once there is
         // more than one, an earlier copy may have been applied even if the copy answered was
         // refused as `SessionExpired`.
         let mut sent_attempts: u32 = 0;
         let mut redirects = 0;
         let mut tried: Vec<Target> = Vec::new();
         let mut entrance_index = self.inner.preferred_entrance.load(Ordering::Relaxed);
+        // Set once the leader went silent or the cluster said it has none: each round then
+        // asks the entrance and every member at once, so the new leader is found as soon
+        // as it is elected, without waiting for the entrance's failure detector.
+        let mut searching = false;
+        let mut search_rounds: u32 = 0;
+        // The leader that went silent: hints that still name it are stale.
+        let mut silent: Option<SocketAddr> = None;
 
         let mut client_id = self.client_id();
         let (tx, mut rx) = mpsc::channel(REPLY_QUEUE);
@@ -499,14 +524,26 @@ impl Client {
                     tried,
                 });
             }
-            let target = match self.cached_leader() {
-                Some(leader) if data => Target::Leader(leader),
-                _ => Target::Entrance(
-                    self.inner.entrances[entrance_index % self.inner.entrances.len()],
-                ),
+            let entrance =
+                Target::Entrance(self.inner.entrances[entrance_index % self.inner.entrances.len()]);
+            let (leader, members) = {
+                let cache = self.leader();
+                (cache.addr, cache.members.clone())
             };
-            if !tried.contains(&target) {
-                tried.push(target);
+            let targets: Vec<Target> = match leader {
+                Some(leader) if data && !searching => vec![Target::Leader(leader)],
+                _ if data && !members.is_empty() => {
+                    searching = true;
+                    std::iter::once(entrance)
+                        .chain(members.into_iter().map(Target::Member))
+                        .collect()
+                }
+                _ => vec![entrance],
+            };
+            for t in &targets {
+                if !tried.contains(t) {
+                    tried.push(*t);
+                }
             }
 
             let request = ClientRequest {
@@ -521,31 +558,60 @@ impl Client {
                 &Body::ClientRequest(request),
                 &self.inner.shared.key,
             )?;
-            let wait = attempt_timeout.min(deadline - now);
-            let sent = self
-                .inner
-                .shared
-                .socket
-                .send_to(&bytes, target.addr())
-                .await;
-
-            let next = match sent {
-                // An address of the other family, or an unreachable route: treat it as
-                // silence and move on to the next target.
-                Err(_) => None,
-                Ok(_) => {
+            let mut sent = false;
+            for t in &targets {
+                // An address of the other family, or an unreachable route: that target is
+                // silent this round.
+                if self
+                    .inner
+                    .shared
+                    .socket
+                    .send_to(&bytes, t.addr())
+                    .await
+                    .is_ok()
+                {
+                    sent = true;
                     sent_attempts = sent_attempts.saturating_add(1);
-                    match tokio::time::timeout(wait, rx.recv()).await {
-                        Ok(Some((from, reply))) => Some(self.judge(target, from, reply.result)),
-                        Ok(None) | Err(_) => None,
-                    }
                 }
+            }
+            let wait = if searching {
+                // Slower after the first second or so: a cluster that stays without a
+                // leader is not asked 25 times a second until the deadline.
+                jittered(opts.search_interval * (1 << (search_rounds / 25).min(4)))
+            } else {
+                attempt_timeout
             };
+            let round_end = Instant::now() + wait.min(deadline - now);
+
+            // The answers of this round: the first that settles it, or, while searching,
+            // whatever comes until the round ends (one member's "no leader" is no reason to
+            // stop listening for the others).
+            let mut next = None;
+            while sent && next.is_none() {
+                match tokio::time::timeout_at(round_end.into(), rx.recv()).await {
+                    Ok(Some((from, reply))) => {
+                        let n = self.judge(&targets, silent, from, reply.result);
+                        if matches!(n, Next::Backoff) && searching {
+                            continue;
+                        }
+                        if let (Next::Done(done), true, Some(Target::Member(_))) =
+                            (&n, write, targets.iter().find(|t| t.addr() == from))
+                        {
+                            // Only the leader answers a write: this is where the next goes.
+                            if done.is_ok() {
+                                self.set_leader(Some(from));
+                            }
+                        }
+                        next = Some(n);
+                    }
+                    Ok(None) | Err(_) => break,
+                }
+            }
 
             match next {
                 Some(Next::Done(done)) => match *done {
                     Ok(response) => {
-                        if let Target::Entrance(_) = target {
+                        if targets.len() == 1 && matches!(targets[0], Target::Entrance(_)) {
                             self.inner.preferred_entrance.store(
                                 entrance_index % self.inner.entrances.len(),
                                 Ordering::Relaxed,
@@ -556,10 +622,15 @@ impl Client {
                     }
                     Err(e) => return Err(RequestError::Server(e)),
                 },
+                // A hint to a leader not known to be silent: go there, done searching.
+                Some(Next::Retry) if redirects < MAX_QUICK_REDIRECTS => {
+                    searching = false;
+                    redirects += 1;
+                }
                 // Followers that point at each other (stale hints during an election)
                 // would bounce a request at full speed; after a few hops, pause.
-                Some(Next::Retry) if redirects < MAX_QUICK_REDIRECTS => redirects += 1,
                 Some(Next::Retry | Next::Backoff) => {
+                    searching = false;
                     let pause =
                         jittered(backoff).min(deadline.saturating_duration_since(Instant::now()));
                     tokio::time::sleep(pause).await;
@@ -581,11 +652,20 @@ impl Client {
                 Some(Next::Renew) => {
                     return Err(RequestError::Server(ClientError::SessionExpired));
                 }
+                // A round of the search went by without a leader: the wait was the pause.
+                None if searching => {
+                    search_rounds = search_rounds.saturating_add(1);
+                    entrance_index += 1;
+                }
                 None => {
-                    // Silence: forget a leader that does not answer, try the next entrance.
-                    match target {
-                        Target::Leader(_) => self.set_leader(None),
-                        Target::Entrance(_) => entrance_index += 1,
+                    // Silence: forget a leader that does not answer and look for the next;
+                    // try the next entrance.
+                    match targets.first() {
+                        Some(Target::Leader(addr)) => {
+                            self.set_leader(None);
+                            silent = Some(*addr);
+                        }
+                        _ => entrance_index += 1,
                     }
                     attempt_timeout = (attempt_timeout * 2).min(opts.max_attempt_timeout);
                 }
@@ -610,17 +690,23 @@ impl Client {
                 .is_none_or(|t| t.elapsed() >= LEADER_REFRESH_INTERVAL)
     }
 
+    /// What one answer means. A hint back to whoever was just asked, or to the leader that
+    /// went silent, is stale (an election is under way): wait rather than follow it.
     fn judge(
         &self,
-        target: Target,
+        asked: &[Target],
+        silent: Option<SocketAddr>,
         from: SocketAddr,
         result: Result<ClientResponse, ClientError>,
     ) -> Next {
         match result {
             Err(ClientError::NotLeader { hint: Some(hint) }) => {
                 match hint.addr.parse::<SocketAddr>() {
-                    // A hint back to where we just were would loop; pause instead.
-                    Ok(addr) if addr == target.addr() || addr == from => {
+                    Ok(addr)
+                        if addr == from
+                            || Some(addr) == silent
+                            || (asked.len() == 1 && asked[0].addr() == addr) =>
+                    {
                         self.set_leader(None);
                         Next::Backoff
                     }
@@ -657,6 +743,11 @@ impl Client {
         });
         let mut cache = self.leader();
         cache.addr = addr;
+        cache.members = status
+            .members
+            .iter()
+            .filter_map(|m| m.addr.parse::<SocketAddr>().ok())
+            .collect();
         cache.last_refresh = Some(Instant::now());
     }
 }

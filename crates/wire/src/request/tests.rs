@@ -97,6 +97,7 @@ fn quick(timeout_ms: u64) -> ClientOptions {
         max_attempt_timeout: Duration::from_millis(40),
         backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
+        search_interval: Duration::from_millis(5),
     }
 }
 
@@ -626,4 +627,90 @@ async fn server_errors_are_returned_as_they_are() {
     let err = request.await.unwrap().unwrap_err();
     assert_eq!(err.code(), "rejected");
     assert!(err.to_string().contains("no such pending node"));
+}
+
+/// A status naming `leader` the leader of members at `leader` and `others`.
+fn status_of(leader: SocketAddr, others: &[SocketAddr]) -> ClusterStatus {
+    let mut status = status_with_leader(leader);
+    let template = status.members[0].clone();
+    status.members = std::iter::once(leader)
+        .chain(others.iter().copied())
+        .enumerate()
+        .map(|(i, addr)| MemberStatus {
+            id: i as u64 + 2,
+            name: format!("n{}", i + 2),
+            addr: addr.to_string(),
+            role: if i == 0 { Role::Leader } else { Role::Follower },
+            ..template.clone()
+        })
+        .collect();
+    status
+}
+
+#[tokio::test]
+async fn a_silent_leader_is_looked_for_at_every_member_and_the_answer_taken() {
+    let entrance = FakeServer::bind().await;
+    let old_leader = FakeServer::bind().await;
+    let new_leader = FakeServer::bind().await;
+    let c = client_with(vec![entrance.addr()], quick(10_000));
+    let request = tokio::spawn({
+        let c = c.clone();
+        async move { c.request(put("k")).await }
+    });
+    let status = entrance.recv().await;
+    let view = status_of(old_leader.addr(), &[new_leader.addr()]);
+    entrance
+        .reply(&status, Ok(ClientResponse::Status(view)))
+        .await;
+    // The leader it was told of never answers: the write is then sent to the entrance and
+    // every member at once, under the same seq.
+    let first = old_leader.recv().await;
+    let copy = new_leader.recv().await;
+    assert_eq!(copy.request.seq, first.request.seq);
+    assert_eq!(copy.request.client_id, first.request.client_id);
+    new_leader.reply(&copy, put_ok(4)).await;
+    assert_eq!(request.await.unwrap().unwrap(), put_ok(4).unwrap());
+    assert_eq!(
+        c.cached_leader(),
+        Some(new_leader.addr()),
+        "writes go there next"
+    );
+}
+
+#[tokio::test]
+async fn a_member_naming_a_new_leader_while_searching_sends_the_request_there() {
+    let entrance = FakeServer::bind().await;
+    let old_leader = FakeServer::bind().await;
+    let follower = FakeServer::bind().await;
+    let new_leader = FakeServer::bind().await;
+    let c = client_with(vec![entrance.addr()], quick(10_000));
+    let request = tokio::spawn({
+        let c = c.clone();
+        async move { c.request(get("k")).await }
+    });
+    let status = entrance.recv().await;
+    let view = status_of(old_leader.addr(), &[follower.addr()]);
+    entrance
+        .reply(&status, Ok(ClientResponse::Status(view)))
+        .await;
+    let _silence = old_leader.recv().await;
+    let asked = follower.recv().await;
+    let fresh = LeaderHint {
+        id: 4,
+        name: "n4".to_owned(),
+        addr: new_leader.addr().to_string(),
+    };
+    follower
+        .reply(&asked, Err(ClientError::NotLeader { hint: Some(fresh) }))
+        .await;
+    let at_new = new_leader.recv().await;
+    assert_eq!(at_new.request.seq, asked.request.seq);
+    new_leader
+        .reply(&at_new, Err(ClientError::NotFound { what: "k".into() }))
+        .await;
+    assert!(matches!(
+        request.await.unwrap(),
+        Err(RequestError::Server(ClientError::NotFound { .. }))
+    ));
+    assert_eq!(c.cached_leader(), Some(new_leader.addr()));
 }
