@@ -1,7 +1,8 @@
 //! The state store of the real node on turmoil's simulated network: a follower far behind
 //! catches up from a snapshot streamed from the leader's store through datagram loss, a
 //! stream cut short by a restart of either side is continued rather than begun again, and
-//! automatic compaction keeps the configured revisions on every member alike.
+//! automatic compaction keeps the configured revisions on every member alike; copies of a
+//! write in flight become one entry.
 //!
 //! `MYRAFT_SEED=N` runs seed N alone (default: seeds 0..3); a failure prints its seed.
 #![allow(clippy::unwrap_used)]
@@ -268,6 +269,43 @@ fn automatic_compaction_keeps_the_configured_revisions() {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+        })
+    });
+}
+
+/// A client looking for the leader sends a write to every member, and a retry sends it
+/// again: copies that reach the leader while the first is on its way to commit wait for that
+/// entry instead of becoming entries of their own, and the client gets its answer.
+#[test]
+fn copies_of_a_write_in_flight_become_one_entry() {
+    for_each_seed(|seed| {
+        let setup = Setup {
+            log_retain_bytes: 64 << 20,
+            auto_compact_revisions: 0,
+        };
+        run(seed, setup, |mut c, _ctl| async move {
+            let (_, leader) = c.call(WRITER, 1, &put_op("a", "1")).await?;
+            let before = c.detail(leader).await.ok_or("the leader gave no detail")?;
+            let op = put_op("b", "2");
+            for _ in 0..5 {
+                c.send(leader, WRITER, 2, &op).await;
+            }
+            match c.ask(leader, WRITER, 2, &op).await {
+                Some(Ok(ClientResponse::Put(_))) => {}
+                other => return Err(format!("six copies of a put answered {other:?}")),
+            }
+            let after = c.detail(leader).await.ok_or("the leader gave no detail")?;
+            if after.term != before.term {
+                return Err(format!(
+                    "the term moved from {} to {}",
+                    before.term, after.term
+                ));
+            }
+            let added = after.last_log_index - before.last_log_index;
+            if added != 1 {
+                return Err(format!("six copies of one write added {added} entries"));
+            }
+            Ok(())
         })
     });
 }

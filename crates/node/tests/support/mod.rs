@@ -84,22 +84,7 @@ impl Client {
         seq: u64,
         op: &ClientOp,
     ) -> Option<Result<ClientResponse, ClientError>> {
-        self.msg_id += 1;
-        let req = ClientRequest {
-            client_id,
-            seq,
-            op: op.clone(),
-        };
-        let env = Envelope::new(
-            self.cluster,
-            client_id,
-            self.msg_id,
-            Body::ClientRequest(req),
-        );
-        self.sock
-            .send_to(&codec::encode(&env, &self.key).unwrap(), to)
-            .await
-            .unwrap();
+        self.send(to, client_id, seq, op).await;
         let mut buf = vec![0u8; 65_536];
         let deadline = Instant::now() + self.attempt;
         loop {
@@ -123,6 +108,26 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Sends one request and does not wait for its answer.
+    pub async fn send(&mut self, to: SocketAddr, client_id: u64, seq: u64, op: &ClientOp) {
+        self.msg_id += 1;
+        let req = ClientRequest {
+            client_id,
+            seq,
+            op: op.clone(),
+        };
+        let env = Envelope::new(
+            self.cluster,
+            client_id,
+            self.msg_id,
+            Body::ClientRequest(req),
+        );
+        self.sock
+            .send_to(&codec::encode(&env, &self.key).unwrap(), to)
+            .await
+            .unwrap();
     }
 
     /// Retries until a node succeeds: the last leader first, then a leader a node names,

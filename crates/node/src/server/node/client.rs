@@ -225,6 +225,18 @@ impl Node {
             let result = self.not_leader();
             return self.answer(r, result);
         }
+        if let Some(index) = self.pending_sessions.get(&(r.client_id, r.seq)) {
+            if let Some(p) = self.pending_writes.get_mut(index) {
+                tracing::trace!(
+                    client_id = r.client_id,
+                    seq = r.seq,
+                    index,
+                    "a copy of a write already proposed waits for its entry"
+                );
+                p.answer_to(r.addr);
+                return;
+            }
+        }
         let entry_time_ms = self.replicated_now();
         let payload = LogCommand {
             entry_time_ms,
@@ -292,6 +304,9 @@ impl Node {
                 self.answer(r, result);
             }
             Ok(p) => {
+                if kind == PendingKind::Write {
+                    self.pending_sessions.insert((r.client_id, r.seq), p.index);
+                }
                 let w = PendingWrite::new(p.term, r.addr, r.client_id, r.seq, kind);
                 self.pending_writes.insert(p.index, w);
             }
