@@ -156,7 +156,10 @@ impl Core {
         } else if self.state.leader == Some(id) && role != Role::Leader {
             self.set_leader(None, term.max(self.state.term));
         } else if term > self.state.term {
-            self.set_leader(self.state.leader, term);
+            // A member in a later term than the leader's: an election is under way (with
+            // PreVote a term moves only once a majority stopped hearing the leader), so
+            // there is no leader until one claims the new term.
+            self.set_leader(None, term);
         }
 
         // Raft keeps the configuration; the leader's latest is the one to follow.

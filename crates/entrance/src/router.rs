@@ -9,7 +9,7 @@ use myraft_wire::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, ClusterStatus, MemberStatus,
     NodeDetail, PendingJoin, StopTarget,
 };
-use myraft_wire::health::Role;
+use myraft_wire::health::{Health, Role};
 use myraft_wire::raft::Member;
 use myraft_wire::Body;
 use std::net::SocketAddr;
@@ -145,6 +145,14 @@ impl Core {
     fn forward(&mut self, request: ClientRequest, src: SocketAddr) {
         let key = (request.client_id, request.seq);
         let leader = self.leader_tx.borrow().clone();
+        // A leader that missed its last probes may be dead: say "no leader yet" at once, so
+        // the client goes on looking (it asks the members too) instead of waiting on a
+        // request forwarded into silence.
+        let leader = leader.filter(|l| {
+            self.trackers
+                .get(&l.id)
+                .is_some_and(|t| t.health == Health::Up)
+        });
         let Some(leader) = leader else {
             return self.reply(
                 src,

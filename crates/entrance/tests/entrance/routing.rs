@@ -1,6 +1,10 @@
 //! Client requests: docs/protocol.md "Client requests".
 
-use crate::support::{cluster_with_leader, Client, FakeNode, TestEntrance, PATIENCE};
+use crate::support::{
+    cluster_with_leader, cluster_with_leader_using, fast_config, Client, FakeNode, TestEntrance,
+    PATIENCE,
+};
+use myraft_entrance::EntranceEvent;
 use myraft_wire::admission::JoinDecision;
 use myraft_wire::client::{ClientError, ClientOp, ClientResponse, PutResult, StopTarget};
 use myraft_wire::health::{Health, PeerRef, Role};
@@ -277,4 +281,59 @@ async fn remove_retried_after_its_change_committed_still_stops_the_node() {
             }
         }
     );
+}
+
+#[tokio::test]
+async fn a_leader_that_misses_its_probes_is_not_forwarded_to() {
+    let (mut entrance, n1) = cluster_with_leader_using(|dir| fast_config(dir, true)).await;
+    n1.update(|s| s.answer_probes = false);
+    entrance.wait_health("n1", Health::Suspect).await;
+    let mut client = Client::new(entrance.addr).await;
+    let put = ClientOp::Put {
+        key: b"alpha".to_vec(),
+        value: b"one".to_vec(),
+    };
+    assert_eq!(
+        client.request(put).await,
+        Err(ClientError::NotLeader { hint: None }),
+        "no leader yet, said at once rather than forwarded into silence"
+    );
+}
+
+#[tokio::test]
+async fn a_member_in_a_later_term_means_no_leader_until_one_claims_it() {
+    let (mut entrance, mut n1) = cluster_with_leader().await;
+    let mut n2 = FakeNode::start("n2", 0x22, entrance.cluster_id).await;
+    n2.ask_to_join(entrance.addr, &n2.addr.to_string(), Some(0x22))
+        .await;
+    n1.next_request().await;
+    n2.wait_accepted().await;
+
+    // n2 started an election: it tells the entrance of its new term.
+    n2.update(|s| {
+        s.role = Role::Candidate;
+        s.term = 2;
+    });
+    n2.announce(entrance.addr).await;
+    entrance
+        .wait_event(|e| match e {
+            EntranceEvent::Leader { leader: None, term } if *term == 2 => Some(()),
+            _ => None,
+        })
+        .await;
+    let mut client = Client::new(entrance.addr).await;
+    let get = ClientOp::Get {
+        key: b"alpha".to_vec(),
+        rev: None,
+        consistency: Default::default(),
+    };
+    assert_eq!(
+        client.request(get).await,
+        Err(ClientError::NotLeader { hint: None })
+    );
+
+    // Its victory makes it the leader at once.
+    n2.update(|s| s.role = Role::Leader);
+    n2.announce(entrance.addr).await;
+    entrance.wait_leader("n2").await;
 }
