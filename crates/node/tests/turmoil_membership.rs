@@ -1,6 +1,6 @@
 //! Membership changes of the real node on turmoil's simulated network (three hosts and a
-//! client, in virtual time): what a node answers about a change, whom it promotes, and
-//! that a removed member stops.
+//! client, in virtual time): what a node answers about a change, whom it promotes, that a
+//! removed member stops, and that a leader stopped or removed hands leadership over.
 //!
 //! `MYRAFT_SEED=N` runs seed N alone (default: seeds 0..3); a failure prints its seed.
 #![allow(clippy::unwrap_used)]
@@ -23,10 +23,18 @@ const NODES: [&str; 3] = ["n1", "n2", "n3"];
 const GHOST_ID: u64 = 99;
 const GHOST_ADDR: &str = "10.99.99.99:7001";
 
-async fn node(seed: u64, i: usize, dir: PathBuf) -> turmoil::Result {
+/// Election timeouts of 10-20 s (ticks of 10 ms), for scenarios that must tell a handover
+/// from an election: whatever happens within [`HANDOVER_BOUND`] was no election.
+const SLOW_ELECTION_TICKS: u32 = 1000;
+const HANDOVER_BOUND: Duration = Duration::from_secs(4);
+
+async fn node(seed: u64, i: usize, dir: PathBuf, election_ticks: Option<u32>) -> turmoil::Result {
     let (name, id) = (NODES[i], i as u64 + 1);
     bootstrap_static(&dir, CLUSTER, id, name, membership(&NODES))?;
-    let cfg = node_config(seed, id, name, dir);
+    let mut cfg = node_config(seed, id, name, dir);
+    if let Some(ticks) = election_ticks {
+        cfg.timing.election_ticks = ticks;
+    }
     run_with_socket(cfg, bind().await?, CancellationToken::new()).await?;
     Ok(())
 }
@@ -48,6 +56,19 @@ fn add_ghost() -> ClientOp {
 fn run<F>(
     seed: u64,
     scenario: impl FnOnce(Client, Rc<RefCell<Vec<String>>>) -> F + 'static,
+    watch: impl FnMut(&mut turmoil::Sim<'_>, &[String]) -> Result<(), String>,
+) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>> + 'static,
+{
+    run_timed(seed, None, scenario, watch)
+}
+
+/// [`run`] with the nodes' election timeout set to `election_ticks`.
+fn run_timed<F>(
+    seed: u64,
+    election_ticks: Option<u32>,
+    scenario: impl FnOnce(Client, Rc<RefCell<Vec<String>>>) -> F + 'static,
     mut watch: impl FnMut(&mut turmoil::Sim<'_>, &[String]) -> Result<(), String>,
 ) -> Result<(), String>
 where
@@ -57,7 +78,7 @@ where
     let mut sim = support::sim_builder(seed, Duration::from_secs(120)).build();
     for (i, name) in NODES.into_iter().enumerate() {
         let dir = tmp.path().join(name);
-        sim.host(name, move || node(seed, i, dir.clone()));
+        sim.host(name, move || node(seed, i, dir.clone(), election_ticks));
     }
     let log = Rc::new(RefCell::new(Vec::new()));
     let l = log.clone();
@@ -232,6 +253,79 @@ fn a_stop_meant_for_an_earlier_member_of_the_same_name_is_refused() {
                     Some(Ok(ClientResponse::Done)) => Ok(()),
                     other => Err(format!("a stop for n2's own id answered {other:?}")),
                 }
+            },
+            |_, _| Ok(()),
+        )
+    });
+}
+
+/// A leader asked to stop hands leadership to a caught-up voter first (§3.10): with
+/// elections that take 10 s or more, a write still goes through within a few seconds.
+#[test]
+fn a_leader_asked_to_stop_hands_over_leadership_first() {
+    for_each_seed(|seed| {
+        run_timed(
+            seed,
+            Some(SLOW_ELECTION_TICKS),
+            |mut c, log| async move {
+                let first = Duration::from_secs(60);
+                let (_, leader) = c.call_within(0x100, 1, &put_op("a", "1"), first).await?;
+                let l = name_of(leader);
+                let stop = ClientOp::StopNode {
+                    target: StopTarget::Node { name: l.into() },
+                };
+                match c.ask(leader, 0x300, 1, &stop).await {
+                    Some(Ok(ClientResponse::Done)) => {}
+                    other => return Err(format!("stopping {l} answered {other:?}")),
+                }
+                log.borrow_mut().push(format!("stopped {l}"));
+                let (_, next) = c
+                    .call_within(0x100, 2, &put_op("b", "2"), HANDOVER_BOUND)
+                    .await?;
+                if next == leader {
+                    return Err(format!("{l} still took writes after it was stopped"));
+                }
+                Ok(())
+            },
+            |_, _| Ok(()),
+        )
+    });
+}
+
+/// A leader that removes itself steps down as the change commits and sends `TimeoutNow` to
+/// the most up-to-date voter left: no election timeout passes without a leader.
+#[test]
+fn removing_the_leader_leaves_no_election_timeout_without_one() {
+    for_each_seed(|seed| {
+        run_timed(
+            seed,
+            Some(SLOW_ELECTION_TICKS),
+            |mut c, log| async move {
+                let first = Duration::from_secs(60);
+                let (_, leader) = c.call_within(0x100, 1, &put_op("a", "1"), first).await?;
+                let l = name_of(leader);
+                let remove = ClientOp::RemoveNode { name: l.into() };
+                match c.call_within(0x200, 1, &remove, HANDOVER_BOUND).await? {
+                    (ClientResponse::Done, _) => {}
+                    (other, at) => {
+                        return Err(format!(
+                            "removing {l} answered {other:?} at {}",
+                            name_of(at)
+                        ))
+                    }
+                }
+                log.borrow_mut().push(format!("removed {l}"));
+                let (_, next) = c
+                    .call_within(0x100, 2, &put_op("b", "2"), HANDOVER_BOUND)
+                    .await?;
+                let p = c
+                    .probe(next)
+                    .await
+                    .ok_or("the new leader gave no probe reply")?;
+                if p.membership.members.values().any(|m| m.name == l) {
+                    return Err(format!("{l} is still a member"));
+                }
+                Ok(())
             },
             |_, _| Ok(()),
         )

@@ -37,10 +37,10 @@ struct Args {
     #[arg(long)]
     key_file: Option<PathBuf>,
     /// Heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     heartbeat_ms: u64,
     /// Base election timeout in milliseconds (each timeout is drawn from [T, 2T)).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 250)]
     election_timeout_ms: u64,
     /// Largest datagram to send; keep it under the path MTU (1400 on an MTU-1500 LAN).
     #[arg(long, default_value_t = myraft_wire::codec::DEFAULT_PAYLOAD_BUDGET)]

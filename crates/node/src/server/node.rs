@@ -43,8 +43,8 @@ use myraft_wire::health::{Health, PeerRef, Probe, ProbeReply, Role};
 use myraft_wire::raft::{Member, Membership, NodeId, RaftBody, RaftMessage};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use std::collections::BTreeMap;
 use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Instant;
@@ -57,6 +57,8 @@ const MAX_BATCH: usize = 256;
 const MAX_APPLY_LAG: u64 = 20_000;
 /// Writes held back by back-pressure at most; beyond that they are refused as busy.
 const MAX_DEFERRED: usize = 50_000;
+/// Heartbeats a leader that handed over before stopping still answers clients with a hint.
+const LINGER_HEARTBEATS: u64 = 3;
 /// Ticks between checks whether the log has outgrown its retention.
 const COMPACT_CHECK_TICKS: u64 = 4;
 
@@ -74,6 +76,10 @@ pub(super) struct Node {
     /// Peer addresses: from the configuration, else from where their datagrams came.
     seen: BTreeMap<NodeId, SocketAddr>,
     pending_writes: BTreeMap<u64, PendingWrite>,
+    /// The log index of each write in `pending_writes`, by its `(client_id, seq)`: a copy
+    /// of a write already proposed (a client retrying, or asking every member while it
+    /// looks for the leader) waits for that entry instead of adding another.
+    pending_sessions: HashMap<(u64, u64), u64>,
     pending_reads: BTreeMap<u64, ReadRequest>,
     /// Writes waiting for the applier to catch up (back-pressure), oldest first.
     deferred: VecDeque<(SocketAddr, ClientRequest)>,
@@ -82,6 +88,12 @@ pub(super) struct Node {
     next_ctx: u64,
     started: Instant,
     was_leader: bool,
+    /// The term the entrances were last told of unasked.
+    told_term: u64,
+    /// Set while a leader asked to stop hands over leadership: the tick to stop by anyway.
+    stop_by_tick: Option<u64>,
+    /// The hand-over is done: another node leads, and this one stops at `stop_by_tick`.
+    handed_over: bool,
     data_dir_bytes: u64,
     ticks: u64,
     clock: ReplicatedClock,
@@ -122,7 +134,11 @@ impl Node {
             // seed; a tick comes at most once per `timing.tick`, so it cannot starve the socket.
             tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => break,
+                _ = self.shutdown.cancelled(), if self.stop_by_tick.is_none() => {
+                    if !self.hand_over_before_stopping() {
+                        break;
+                    }
+                }
                 _ = tick.tick() => self.on_tick()?,
                 Some(ev) = self.apply_events.recv() => {
                     self.on_apply_event(ev)?;
@@ -142,8 +158,22 @@ impl Node {
             }
             self.handle_ready()?;
             self.after_turn();
+            if let Some(by) = self.stop_by_tick {
+                if self.ticks >= by {
+                    break;
+                }
+                if !self.handed_over && !self.raft.is_leader() && self.raft.leader().is_some() {
+                    // A new leader: for a few heartbeats more, clients that still come here
+                    // are told where it is instead of meeting silence.
+                    self.handed_over = true;
+                    self.redirect_waiting_clients();
+                    let linger = u64::from(self.cfg.timing.heartbeat_ticks) * LINGER_HEARTBEATS;
+                    self.stop_by_tick = Some(self.ticks + linger);
+                }
+            }
         }
         self.handle_ready()?;
+        self.redirect_waiting_clients();
         self.storage.sync()?;
         self.applier.shutdown();
         while let Ok(ev) = self.apply_events.try_recv() {
@@ -153,6 +183,70 @@ impl Node {
         }
         tracing::info!("node stopped");
         Ok(())
+    }
+
+    /// A leader asked to stop hands leadership to the most caught-up voter first (§3.10), so
+    /// writes pause for a round trip, not an election timeout. Returns whether the loop goes
+    /// on for that: until another node leads and a few heartbeats have passed, or an
+    /// election timeout.
+    fn hand_over_before_stopping(&mut self) -> bool {
+        let Some(to) = self.successor() else {
+            return false;
+        };
+        let name = self.member_name(to);
+        match self.raft.transfer_leader(to) {
+            Ok(()) => {
+                tracing::info!("handing leadership to {name} before stopping");
+                let timeout = u64::from(self.cfg.timing.election_ticks);
+                self.stop_by_tick = Some(self.ticks + timeout);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "stopping without handing leadership to {name}");
+                false
+            }
+        }
+    }
+
+    /// The voter best placed to lead next: heard from within an election timeout, with the
+    /// longest log. `None` if this node is not the leader or has no such peer.
+    pub(super) fn successor(&self) -> Option<NodeId> {
+        if !self.raft.is_leader() {
+            return None;
+        }
+        let me = self.raft.id();
+        let recent = self.cfg.timing.election_ticks;
+        self.raft
+            .membership()
+            .members
+            .values()
+            .filter(|m| m.voter && m.id != me)
+            .filter_map(|m| self.raft.progress(m.id).map(|p| (m.id, p)))
+            .filter(|(_, p)| p.ticks_since_heard < recent)
+            .max_by_key(|(_, p)| p.match_index)
+            .map(|(id, _)| id)
+    }
+
+    fn member_name(&self, id: NodeId) -> String {
+        self.raft
+            .membership()
+            .members
+            .get(&id)
+            .map_or_else(|| format!("{id:x}"), |m| m.name.clone())
+    }
+
+    /// On the way out: clients still waiting here are sent to the leader at once rather
+    /// than left to time out (their retries are exactly-once like any other).
+    fn redirect_waiting_clients(&mut self) {
+        let hint = self.leader_hint();
+        for (_, p) in std::mem::take(&mut self.pending_writes) {
+            p.redirect(self, hint.clone());
+        }
+        self.pending_sessions.clear();
+        for (_, r) in std::mem::take(&mut self.pending_reads) {
+            let hint = hint.clone();
+            r.answer(self, Err(ClientError::NotLeader { hint }));
+        }
     }
 
     fn on_tick(&mut self) -> Result<(), ServerError> {
@@ -192,7 +286,11 @@ impl Node {
         }
         if leader && !self.was_leader {
             tracing::info!(term = self.raft.term(), "became leader");
-            // The entrance learns of a new leader at once, not at its next probe.
+        }
+        // The entrance learns of a new leader, or of an election under way (a new term), at
+        // once, not at its next probe: it stops routing to a leader that is gone.
+        if (leader && !self.was_leader) || self.raft.term() != self.told_term {
+            self.told_term = self.raft.term();
             let reply = self.probe_reply(0);
             for e in self.cfg.entrances.clone() {
                 self.t.send(e, Body::ProbeReply(reply.clone()));

@@ -473,8 +473,11 @@ pub fn report(args: &BenchArgs, leader: Option<&str>, r: &BenchResult) -> Report
     let w50 = percentile_ms(&r.write_us, 0.50);
     let w99 = percentile_ms(&r.write_us, 0.99);
     let w999 = percentile_ms(&r.write_us, 0.999);
+    // The longest wait is what a failover or a handover costs a client.
+    let wmax = percentile_ms(&r.write_us, 1.0);
     let r50 = percentile_ms(&r.read_us, 0.50);
     let r99 = percentile_ms(&r.read_us, 0.99);
+    let rmax = percentile_ms(&r.read_us, 1.0);
     let json = json!({
         "clients": args.clients,
         "ops": ops,
@@ -485,8 +488,10 @@ pub fn report(args: &BenchArgs, leader: Option<&str>, r: &BenchResult) -> Report
         "write_p50_ms": w50,
         "write_p99_ms": w99,
         "write_p999_ms": w999,
+        "write_max_ms": wmax,
         "read_p50_ms": r50,
         "read_p99_ms": r99,
+        "read_max_ms": rmax,
         "errors": r.errors,
         "leader": leader,
         "writes": r.write_us.len(),
@@ -522,8 +527,8 @@ pub fn report(args: &BenchArgs, leader: Option<&str>, r: &BenchResult) -> Report
          leader         {}\n\
          elapsed        {:.3} s\n\
          throughput     {ops_per_s:.1} ops/s\n\
-         write latency  p50 {}  p99 {}  p99.9 {}\n\
-         read latency   p50 {}  p99 {}\n",
+         write latency  p50 {}  p99 {}  p99.9 {}  max {}\n\
+         read latency   p50 {}  p99 {}  max {}\n",
         cores(),
         args.local.map_or_else(
             || "given by --entrance".to_owned(),
@@ -540,8 +545,10 @@ pub fn report(args: &BenchArgs, leader: Option<&str>, r: &BenchResult) -> Report
         ms(w50),
         ms(w99),
         ms(w999),
+        ms(wmax),
         ms(r50),
         ms(r99),
+        ms(rmax),
     );
     if r.reads_not_found > 0 {
         human.push_str(&format!(

@@ -26,6 +26,18 @@ pub struct PendingWrite {
 }
 
 impl PendingWrite {
+    /// The answer goes to whoever asked last: the client may have moved on from the path
+    /// its first copy took (an entrance, a member it tried while looking for the leader).
+    pub fn answer_to(&mut self, addr: SocketAddr) {
+        self.addr = addr;
+    }
+
+    /// Tells the client to ask `hint` (its retry is applied at most once).
+    pub fn redirect(self, node: &mut Node, hint: Option<LeaderHint>) {
+        let result = Err(ClientError::NotLeader { hint });
+        node.reply(self.addr, self.client_id, self.seq, result);
+    }
+
     pub fn new(term: u64, addr: SocketAddr, client_id: u64, seq: u64, kind: PendingKind) -> Self {
         PendingWrite {
             term,
@@ -143,6 +155,7 @@ impl Node {
         let Some(p) = self.pending_writes.remove(&a.index) else {
             return;
         };
+        self.pending_sessions.remove(&(p.client_id, p.seq));
         let result = if p.term != a.term {
             // Our proposal lost its place to another leader's entry: the client retries
             // with the same sequence number and is applied at most once.
@@ -167,13 +180,9 @@ impl Node {
         let keep = self.pending_writes.split_off(&(index + 1));
         let lost = std::mem::replace(&mut self.pending_writes, keep);
         for (_, p) in lost {
+            self.pending_sessions.remove(&(p.client_id, p.seq));
             let hint = self.leader_hint();
-            self.reply(
-                p.addr,
-                p.client_id,
-                p.seq,
-                Err(ClientError::NotLeader { hint }),
-            );
+            p.redirect(self, hint);
         }
     }
 
