@@ -14,6 +14,9 @@
 //! 4. `raft.advance();` — and nothing else may be stepped between 1 and 4;
 //! 5. apply `rd.committed` in order and serve `rd.reads` once applied reaches their index.
 //!
+//! `rd.committed` holds only entries already durable here (persisted by an earlier `Ready`),
+//! so a driver may start applying them before step 2, overlapping the apply with the fsync.
+//!
 //! A leader writes its messages to peers when the driver asks for a `Ready`, not when a
 //! proposal, a commit or a read comes in: everything since the last `Ready` goes out as one
 //! AppendEntries (or one heartbeat) per peer, which carries the new entries, the commit
@@ -172,7 +175,8 @@ pub struct Ready {
     /// snapshot's last entry (same index and term).
     pub snapshot: Option<Snapshot>,
     pub messages: Vec<RaftMessage>,
-    /// Apply in order.
+    /// Apply in order. Already durable on this server, so applying need not wait for this
+    /// Ready's own writes.
     pub committed: Vec<Entry>,
     pub reads: Vec<ReadState>,
     /// Reads this server can no longer serve (it lost leadership): answer "not leader".

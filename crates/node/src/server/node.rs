@@ -337,7 +337,14 @@ impl Node {
     fn handle_ready(&mut self) -> Result<(), ServerError> {
         while self.raft.has_ready() {
             let prev = self.storage.hard_state();
-            let rd = self.raft.ready();
+            let mut rd = self.raft.ready();
+            // The core hands out only entries already durable here, so they go to the
+            // applier before this Ready's own fsync: the store applies them (and their
+            // replies wait only for the loop) while the disk takes the newer entries.
+            if rd.snapshot.is_none() && !rd.committed.is_empty() {
+                self.applier
+                    .send(ApplyMsg::Entries(std::mem::take(&mut rd.committed)));
+            }
             // A leader's AppendEntries promise nothing, so they may leave before its own
             // fsync (dissertation §10.2.1): replication overlaps the leader's disk write.
             let early = self.raft.is_leader()

@@ -106,3 +106,39 @@ fn entries_after_a_conflicting_snapshot_are_persisted_before_their_ack() {
         "persisted counts only what storage was given"
     );
 }
+
+/// The node hands a Ready's committed entries to its applier before that Ready's own fsync,
+/// which is sound only if the core never hands out an entry it has not seen persisted: an
+/// AppendEntries that brings entries and commits them at once yields them for applying in
+/// the Ready after the one that persists them.
+#[test]
+fn entries_committed_in_the_message_that_brings_them_are_applied_only_once_durable() {
+    let mut f = follower(vec![], 1, 1);
+    let _ = f.ready();
+    f.advance();
+    f.step(from_leader(
+        1,
+        RaftBody::AppendEntries(AppendEntries {
+            prev_log_index: 1,
+            prev_log_term: 0,
+            entries: (2..=4).map(|i| entry(1, i)).collect(),
+            leader_commit: 4,
+            read_round: 0,
+        }),
+    ));
+    let rd = f.ready();
+    let to_persist: Vec<u64> = rd.entries.iter().map(|e| e.index).collect();
+    assert_eq!(to_persist, vec![2, 3, 4]);
+    let applied_early: Vec<u64> = rd.committed.iter().map(|e| e.index).collect();
+    assert!(
+        applied_early.iter().all(|i| *i < 2),
+        "entries {applied_early:?} handed out for applying before they are on disk"
+    );
+    f.advance();
+    let rd = f.ready();
+    let committed: Vec<u64> = rd.committed.iter().map(|e| e.index).collect();
+    assert!(
+        committed.ends_with(&[2, 3, 4]),
+        "once persisted, the committed entries follow: {committed:?}"
+    );
+}
