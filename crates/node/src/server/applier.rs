@@ -38,8 +38,21 @@ const QUEUE: usize = 256;
 /// overflow, and again from the queue into one import write).
 const MAX_JOINED_BYTES: usize = 8 << 20;
 
+/// How long the thread may hold entries nobody waits for. A write transaction has a fixed
+/// cost (redb copies the pages it touches and commits its allocator state), which under
+/// load a follower would otherwise pay per Ready of the leader's; holding a few ms turns
+/// many small transactions into one. A follower's stale reads see the held entries, which
+/// any read applies first; nothing waits on them otherwise.
+const HOLD_FOR: Duration = Duration::from_millis(5);
+
+/// Entries held at most before they are applied anyway.
+const HOLD_MAX_ENTRIES: usize = 4096;
+
 pub enum ApplyMsg {
     Entries(Vec<Entry>),
+    /// Entries nobody waits for (a follower's): the thread may hold them for
+    /// [`HOLD_FOR`] to apply more per write transaction; any other message applies them.
+    EntriesMayWait(Vec<Entry>),
     /// Serve `op` once `index` is applied (0: at once, a stale read).
     Read {
         ctx: u64,
@@ -198,14 +211,14 @@ impl ApplyCore {
                 break;
             }
             match msg {
-                ApplyMsg::Entries(mut entries) => {
+                ApplyMsg::Entries(mut entries) | ApplyMsg::EntriesMayWait(mut entries) => {
                     batch.append(&mut entries);
                     continue;
                 }
                 other => {
                     self.flush(&mut batch, now_ms, out);
                     match other {
-                        ApplyMsg::Entries(_) => {}
+                        ApplyMsg::Entries(_) | ApplyMsg::EntriesMayWait(_) => {}
                         ApplyMsg::Read { ctx, index, op } => {
                             self.reads.entry(index).or_default().push((ctx, op));
                         }
@@ -606,10 +619,19 @@ pub enum Applier {
 impl Applier {
     /// Runs `core` on a thread of its own; events arrive on `events`.
     pub fn spawn(core: ApplyCore, events: UnboundedSender<ApplyEvent>) -> std::io::Result<Applier> {
+        Self::spawn_holding(core, events, HOLD_FOR)
+    }
+
+    /// [`Applier::spawn`] with entries that may wait held for `hold`.
+    fn spawn_holding(
+        core: ApplyCore,
+        events: UnboundedSender<ApplyEvent>,
+        hold: Duration,
+    ) -> std::io::Result<Applier> {
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let handle = std::thread::Builder::new()
             .name("apply".into())
-            .spawn(move || apply_thread(core, rx, events))?;
+            .spawn(move || apply_thread(core, rx, events, hold))?;
         Ok(Applier::Thread {
             tx,
             overflow: VecDeque::new(),
@@ -737,34 +759,61 @@ fn apply_thread(
     mut core: ApplyCore,
     rx: mpsc::Receiver<ApplyMsg>,
     events: UnboundedSender<ApplyEvent>,
+    hold: Duration,
 ) {
     let epoch = Instant::now();
     let now = || u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let mut held: Vec<ApplyMsg> = Vec::new();
+    let mut held_until: Option<Instant> = None;
     loop {
-        let wait = core
+        let mut wait = core
             .next_sync_in(now())
             .unwrap_or(Duration::from_secs(3600));
+        if let Some(until) = held_until {
+            wait = wait.min(until.saturating_duration_since(Instant::now()));
+        }
         let first = match rx.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => {
+                let mut out = Vec::new();
+                core.handle(std::mem::take(&mut held), now(), &mut out);
+                for ev in out {
+                    let _ = events.send(ev);
+                }
+                return;
+            }
         };
         let mut out = Vec::new();
         let running = match first {
+            None if held_until.is_some_and(|until| Instant::now() >= until) => {
+                held_until = None;
+                core.handle(std::mem::take(&mut held), now(), &mut out)
+            }
             None => {
                 core.on_timer(now(), &mut out);
                 true
             }
             Some(m) => {
                 // Everything already queued joins this batch: one write transaction for all.
-                let mut msgs = vec![m];
-                while msgs.len() < QUEUE {
+                held.push(m);
+                while held.len() < QUEUE {
                     match rx.try_recv() {
-                        Ok(m) => msgs.push(m),
+                        Ok(m) => held.push(m),
                         Err(_) => break,
                     }
                 }
-                core.handle(msgs, now(), &mut out)
+                let may_wait = held
+                    .iter()
+                    .map(entries_if_they_may_wait)
+                    .sum::<Option<usize>>()
+                    .is_some_and(|n| n < HOLD_MAX_ENTRIES);
+                if may_wait {
+                    held_until.get_or_insert_with(|| Instant::now() + hold);
+                    continue;
+                }
+                held_until = None;
+                core.handle(std::mem::take(&mut held), now(), &mut out)
             }
         };
         for ev in out {
@@ -775,6 +824,14 @@ fn apply_thread(
         if !running {
             return;
         }
+    }
+}
+
+/// How many entries `msg` holds if it may wait; `None` for anything that may not.
+fn entries_if_they_may_wait(msg: &ApplyMsg) -> Option<usize> {
+    match msg {
+        ApplyMsg::EntriesMayWait(entries) => Some(entries.len()),
+        _ => None,
     }
 }
 
@@ -881,6 +938,91 @@ mod tests {
         }
         assert_eq!(applied, (1..=n).collect::<Vec<_>>());
         assert_eq!(synced, n, "shutdown syncs what was applied");
+    }
+
+    fn thread_applier(hold: Duration) -> (tempfile::TempDir, Applier, Events) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&OsFs, &dir.path().join(STORE_FILE), &StoreConfig::default()).unwrap();
+        let core = ApplyCore::new(
+            store,
+            Arc::new(OsFs),
+            StoreConfig::default(),
+            Duration::from_secs(3600),
+        );
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let applier = Applier::spawn_holding(core, tx, hold).unwrap();
+        (dir, applier, rx)
+    }
+
+    type Events = tokio::sync::mpsc::UnboundedReceiver<ApplyEvent>;
+
+    /// The next event from the thread; a bound far above any wait, so a thread that never
+    /// answers fails the test instead of hanging it.
+    fn next_event(rx: &mut Events) -> ApplyEvent {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), rx.recv()).await })
+            .expect("the applier thread answers")
+            .expect("the applier thread is running")
+    }
+
+    fn noop(index: u64) -> Vec<Entry> {
+        vec![Entry {
+            term: 1,
+            index,
+            payload: EntryPayload::Noop,
+        }]
+    }
+
+    /// A follower's entries may be held, but not past a read: the read is served on the
+    /// state that includes them, however long the hold.
+    #[test]
+    fn a_read_applies_the_entries_held_before_it() {
+        let (_dir, mut applier, mut rx) = thread_applier(Duration::from_secs(3600));
+        applier.send(ApplyMsg::EntriesMayWait(noop(1)));
+        applier.send(ApplyMsg::Read {
+            ctx: 7,
+            index: 1,
+            op: ClientOp::Get {
+                key: b"k".to_vec(),
+                rev: None,
+                consistency: myraft_wire::client::Consistency::Stale,
+            },
+        });
+        match next_event(&mut rx) {
+            ApplyEvent::Applied { entries, .. } => {
+                assert_eq!(entries.iter().map(|a| a.index).collect::<Vec<_>>(), [1]);
+            }
+            _ => panic!("expected the held entry applied first"),
+        }
+        match next_event(&mut rx) {
+            ApplyEvent::Read { ctx: 7, result } => assert!(result.is_ok(), "{result:?}"),
+            _ => panic!("expected the read"),
+        }
+        applier.shutdown();
+    }
+
+    /// Held entries are applied once the hold is over, with nothing else arriving.
+    #[test]
+    fn held_entries_are_applied_when_the_hold_ends() {
+        let (_dir, mut applier, mut rx) = thread_applier(Duration::from_millis(1));
+        applier.send(ApplyMsg::EntriesMayWait(noop(1)));
+        applier.send(ApplyMsg::EntriesMayWait(noop(2)));
+        let mut applied = Vec::new();
+        while applied.len() < 2 {
+            match next_event(&mut rx) {
+                ApplyEvent::Applied { entries, .. } => {
+                    applied.extend(entries.iter().map(|a| a.index));
+                }
+                ApplyEvent::Fatal(e) => panic!("{e}"),
+                _ => {}
+            }
+        }
+        assert_eq!(applied, [1, 2]);
+        applier.shutdown();
     }
 
     fn bytes(offset: u64, len: usize, done: bool) -> ApplyMsg {

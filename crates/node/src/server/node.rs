@@ -40,7 +40,7 @@ use myraft_wire::client::{
 };
 use myraft_wire::envelope::{Body, UNKNOWN_CLUSTER};
 use myraft_wire::health::{Health, PeerRef, Probe, ProbeReply, Role};
-use myraft_wire::raft::{Member, Membership, NodeId, RaftBody, RaftMessage};
+use myraft_wire::raft::{Entry, Member, Membership, NodeId, RaftBody, RaftMessage};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::VecDeque;
@@ -342,8 +342,8 @@ impl Node {
             // applier before this Ready's own fsync: the store applies them (and their
             // replies wait only for the loop) while the disk takes the newer entries.
             if rd.snapshot.is_none() && !rd.committed.is_empty() {
-                self.applier
-                    .send(ApplyMsg::Entries(std::mem::take(&mut rd.committed)));
+                let entries = std::mem::take(&mut rd.committed);
+                self.applier.send(self.apply_entries(entries));
             }
             // A leader's AppendEntries promise nothing, so they may leave before its own
             // fsync (dissertation §10.2.1): replication overlaps the leader's disk write.
@@ -383,7 +383,8 @@ impl Node {
             }
             self.raft.advance();
             if !rd.committed.is_empty() {
-                self.applier.send(ApplyMsg::Entries(rd.committed));
+                let msg = self.apply_entries(rd.committed);
+                self.applier.send(msg);
             }
             for r in rd.reads {
                 if let Some(p) = self.pending_reads.get(&r.ctx) {
@@ -403,6 +404,16 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// A leader's clients wait for its entries to be applied; a follower's entries only
+    /// have to be applied eventually, so its applier may gather them.
+    fn apply_entries(&self, entries: Vec<Entry>) -> ApplyMsg {
+        if self.raft.is_leader() {
+            ApplyMsg::Entries(entries)
+        } else {
+            ApplyMsg::EntriesMayWait(entries)
+        }
     }
 
     fn send_raft(&mut self, msgs: Vec<RaftMessage>) {
