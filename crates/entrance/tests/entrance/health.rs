@@ -1,7 +1,8 @@
 //! The failure detector: docs/protocol.md "Health".
 
 use crate::support::{
-    cluster_with_leader, cluster_with_leader_using, fast_config, Client, FakeNode, TestEntrance,
+    cluster_with_leader, cluster_with_leader_using, fast_config, second_member_joins, Client,
+    FakeNode, TestEntrance,
 };
 use myraft_wire::client::{ClientOp, ClientResponse};
 use myraft_wire::health::{Health, Role};
@@ -25,11 +26,7 @@ async fn health_goes_up_then_down_when_the_node_stops_answering() {
 #[tokio::test]
 async fn unsolicited_reply_of_a_new_leader_takes_effect_at_once() {
     let (mut entrance, mut n1) = cluster_with_leader().await;
-    let mut n2 = FakeNode::start("n2", 0x22, entrance.cluster_id).await;
-    n2.ask_to_join(entrance.addr, &n2.addr.to_string(), Some(0x22))
-        .await;
-    n1.next_request().await;
-    n2.wait_accepted().await;
+    let n2 = second_member_joins(&entrance, &mut n1).await;
 
     // n2 answers no probe, so only its announcement can make it the leader.
     let membership = n1.state.lock().unwrap().membership.clone();

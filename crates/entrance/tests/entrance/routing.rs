@@ -1,8 +1,8 @@
 //! Client requests: docs/protocol.md "Client requests".
 
 use crate::support::{
-    cluster_with_leader, cluster_with_leader_using, fast_config, Client, FakeNode, TestEntrance,
-    PATIENCE,
+    cluster_with_leader, cluster_with_leader_using, fast_config, second_member_joins, Client,
+    FakeNode, TestEntrance, PATIENCE,
 };
 use myraft_entrance::EntranceEvent;
 use myraft_wire::admission::JoinDecision;
@@ -303,11 +303,7 @@ async fn a_leader_that_misses_its_probes_is_not_forwarded_to() {
 #[tokio::test]
 async fn a_member_in_a_later_term_means_no_leader_until_one_claims_it() {
     let (mut entrance, mut n1) = cluster_with_leader().await;
-    let mut n2 = FakeNode::start("n2", 0x22, entrance.cluster_id).await;
-    n2.ask_to_join(entrance.addr, &n2.addr.to_string(), Some(0x22))
-        .await;
-    n1.next_request().await;
-    n2.wait_accepted().await;
+    let n2 = second_member_joins(&entrance, &mut n1).await;
 
     // n2 started an election: it tells the entrance of its new term.
     n2.update(|s| {

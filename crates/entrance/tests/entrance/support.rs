@@ -543,6 +543,16 @@ pub async fn cluster_with_leader() -> (TestEntrance, FakeNode) {
     cluster_with_leader_using(|dir| calm_config(dir, true)).await
 }
 
+/// `n2` asks to join the cluster of [`cluster_with_leader`], `n1` adds it and it is in.
+pub async fn second_member_joins(entrance: &TestEntrance, n1: &mut FakeNode) -> FakeNode {
+    let mut n2 = FakeNode::start("n2", 0x22, entrance.cluster_id).await;
+    n2.ask_to_join(entrance.addr, &n2.addr.to_string(), Some(0x22))
+        .await;
+    n1.next_request().await;
+    n2.wait_accepted().await;
+    n2
+}
+
 pub async fn cluster_with_leader_using(
     config: impl FnOnce(&std::path::Path) -> Config,
 ) -> (TestEntrance, FakeNode) {

@@ -904,17 +904,7 @@ mod tests {
     /// not in the loop); the thread applies all of it, in order, and syncs before it stops.
     #[test]
     fn what_overflows_the_queue_is_applied_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(&OsFs, &dir.path().join(STORE_FILE), &StoreConfig::default()).unwrap();
-        let core = ApplyCore::new(
-            store,
-            Arc::new(OsFs),
-            StoreConfig::default(),
-            Duration::from_millis(5),
-        );
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut applier = Applier::spawn(core, tx).unwrap();
+        let (_dir, mut applier, mut rx) = thread_applier(Duration::from_millis(5), HOLD_FOR);
         let n = (QUEUE as u64) * 8;
         for index in 1..=n {
             applier.send(ApplyMsg::Entries(vec![Entry {
@@ -940,16 +930,15 @@ mod tests {
         assert_eq!(synced, n, "shutdown syncs what was applied");
     }
 
-    fn thread_applier(hold: Duration) -> (tempfile::TempDir, Applier, Events) {
+    /// An applier thread on a new store, syncing every `sync_interval`.
+    fn thread_applier(
+        sync_interval: Duration,
+        hold: Duration,
+    ) -> (tempfile::TempDir, Applier, Events) {
         let dir = tempfile::tempdir().unwrap();
         let store =
             Store::open(&OsFs, &dir.path().join(STORE_FILE), &StoreConfig::default()).unwrap();
-        let core = ApplyCore::new(
-            store,
-            Arc::new(OsFs),
-            StoreConfig::default(),
-            Duration::from_secs(3600),
-        );
+        let core = ApplyCore::new(store, Arc::new(OsFs), StoreConfig::default(), sync_interval);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let applier = Applier::spawn_holding(core, tx, hold).unwrap();
         (dir, applier, rx)
@@ -981,7 +970,8 @@ mod tests {
     /// state that includes them, however long the hold.
     #[test]
     fn a_read_applies_the_entries_held_before_it() {
-        let (_dir, mut applier, mut rx) = thread_applier(Duration::from_secs(3600));
+        let (_dir, mut applier, mut rx) =
+            thread_applier(Duration::from_secs(3600), Duration::from_secs(3600));
         applier.send(ApplyMsg::EntriesMayWait(noop(1)));
         applier.send(ApplyMsg::Read {
             ctx: 7,
@@ -1008,7 +998,8 @@ mod tests {
     /// Held entries are applied once the hold is over, with nothing else arriving.
     #[test]
     fn held_entries_are_applied_when_the_hold_ends() {
-        let (_dir, mut applier, mut rx) = thread_applier(Duration::from_millis(1));
+        let (_dir, mut applier, mut rx) =
+            thread_applier(Duration::from_secs(3600), Duration::from_millis(1));
         applier.send(ApplyMsg::EntriesMayWait(noop(1)));
         applier.send(ApplyMsg::EntriesMayWait(noop(2)));
         let mut applied = Vec::new();
