@@ -315,6 +315,15 @@ fn removing_the_leader_leaves_no_election_timeout_without_one() {
                     }
                 }
                 log.borrow_mut().push(format!("removed {l}"));
+                // A client still asking the removed leader is sent on, not left to time out.
+                match c.ask(leader, 0x400, 1, &put_op("c", "3")).await {
+                    Some(Err(ClientError::NotLeader { hint: Some(h) })) if h.name != l => {}
+                    other => {
+                        return Err(format!(
+                            "the removed {l} answered a client with {other:?}, not the next leader"
+                        ))
+                    }
+                }
                 let (_, next) = c
                     .call_within(0x100, 2, &put_op("b", "2"), HANDOVER_BOUND)
                     .await?;

@@ -357,6 +357,7 @@ impl Raft {
                 .max();
             if let Some((_, to)) = successor {
                 self.send(to, RaftBody::TimeoutNow(TimeoutNow {}));
+                self.handed_to = Some((self.term, to));
             }
             self.become_follower(self.term, None);
         }

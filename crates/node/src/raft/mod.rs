@@ -227,6 +227,9 @@ pub struct Raft {
     vote: Option<NodeId>,
     role: Role,
     leader: Option<NodeId>,
+    /// The voter a leader removed from the configuration sent `TimeoutNow` to, with the
+    /// term it led: the best guess at the next leader for clients still asking here.
+    handed_to: Option<(Term, NodeId)>,
     log: RaftLog,
 
     /// The latest configuration in the log (dissertation §4.1: used as soon as appended).
@@ -283,6 +286,7 @@ impl Raft {
             vote: init.hard_state.vote,
             role: Role::Follower,
             leader: None,
+            handed_to: None,
             log,
             membership: meta.membership.clone(),
             membership_index: meta.last_index,
@@ -331,6 +335,14 @@ impl Raft {
     }
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
+    }
+    /// Whom this server, as a leader removed from the configuration, handed leadership to
+    /// in the current term, while no leader of a later term is known here.
+    pub fn handed_to(&self) -> Option<NodeId> {
+        match self.handed_to {
+            Some((term, to)) if term == self.term && self.leader.is_none() => Some(to),
+            _ => None,
+        }
     }
     pub fn is_leader(&self) -> bool {
         self.role == Role::Leader

@@ -190,6 +190,16 @@ impl Node {
     /// on for that: until another node leads and a few heartbeats have passed, or an
     /// election timeout.
     fn hand_over_before_stopping(&mut self) -> bool {
+        if self.raft.handed_to().is_some() {
+            // A leader removed from the configuration handed over as the change committed;
+            // it hears nothing from the next leader, so for a few heartbeats it points the
+            // clients that still come here at the voter it handed to.
+            self.handed_over = true;
+            self.redirect_waiting_clients();
+            let linger = u64::from(self.cfg.timing.heartbeat_ticks) * LINGER_HEARTBEATS;
+            self.stop_by_tick = Some(self.ticks + linger);
+            return true;
+        }
         let Some(to) = self.successor() else {
             return false;
         };

@@ -5,7 +5,7 @@ use super::*;
 
 impl Node {
     pub fn leader_hint(&self) -> Option<LeaderHint> {
-        let id = self.raft.leader()?;
+        let id = self.raft.leader().or_else(|| self.raft.handed_to())?;
         let m = self.raft.membership().members.get(&id)?;
         Some(LeaderHint {
             id,
