@@ -350,17 +350,28 @@ impl Raft {
             // §4.2.2: a leader that is not in the committed configuration steps down. It
             // hands over at once (§3.10) to the most up-to-date voter, which would otherwise
             // wait out an election timeout first.
-            let successor = self
-                .membership
-                .voters()
-                .filter_map(|id| self.progress.get(&id).map(|p| (p.match_index, id)))
-                .max();
-            if let Some((_, to)) = successor {
+            if let Some(to) = self.successor() {
                 self.send(to, RaftBody::TimeoutNow(TimeoutNow {}));
                 self.handed_to = Some((self.term, to));
             }
             self.become_follower(self.term, None);
         }
+    }
+
+    /// The voter best placed to lead next (§3.10), for a leader that steps down or stops:
+    /// heard from within an election timeout, with the longest log. `None` if this server
+    /// is not the leader or no other voter qualifies.
+    pub fn successor(&self) -> Option<NodeId> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        self.membership
+            .voters()
+            .filter(|&id| id != self.cfg.id)
+            .filter_map(|id| self.progress.get(&id).map(|p| (id, p)))
+            .filter(|(_, p)| p.ticks_since_heard < self.cfg.election_ticks)
+            .max_by_key(|(_, p)| p.match_index)
+            .map(|(id, _)| id)
     }
 
     /// A learner that is ready to vote (dissertation §4.2.1): it answered within the last

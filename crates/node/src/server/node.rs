@@ -33,7 +33,7 @@ use crate::raft::{
 };
 use crate::state_machine::{ClientCommand, Command, LogCommand, SYSTEM_CLIENT};
 use crate::storage::{DataDirLock, DiskStorage, Storage};
-use apply::{PendingKind, PendingWrite, ReadRequest};
+use apply::{PendingKind, PendingWrite, PendingWrites, ReadRequest};
 use myraft_wire::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency, LeaderHint,
     NodeDetail, StopTarget,
@@ -75,11 +75,7 @@ pub(super) struct Node {
     snaps: SnapshotTransfers,
     /// Peer addresses: from the configuration, else from where their datagrams came.
     seen: BTreeMap<NodeId, SocketAddr>,
-    pending_writes: BTreeMap<u64, PendingWrite>,
-    /// The log index of each write in `pending_writes`, by its `(client_id, seq)`: a copy
-    /// of a write already proposed (a client retrying, or asking every member while it
-    /// looks for the leader) waits for that entry instead of adding another.
-    pending_sessions: HashMap<(u64, u64), u64>,
+    pending_writes: PendingWrites,
     pending_reads: BTreeMap<u64, ReadRequest>,
     /// Writes waiting for the applier to catch up (back-pressure), oldest first.
     deferred: VecDeque<(SocketAddr, ClientRequest)>,
@@ -165,10 +161,7 @@ impl Node {
                 if !self.handed_over && !self.raft.is_leader() && self.raft.leader().is_some() {
                     // A new leader: for a few heartbeats more, clients that still come here
                     // are told where it is instead of meeting silence.
-                    self.handed_over = true;
-                    self.redirect_waiting_clients();
-                    let linger = u64::from(self.cfg.timing.heartbeat_ticks) * LINGER_HEARTBEATS;
-                    self.stop_by_tick = Some(self.ticks + linger);
+                    self.linger_then_stop();
                 }
             }
         }
@@ -194,13 +187,10 @@ impl Node {
             // A leader removed from the configuration handed over as the change committed;
             // it hears nothing from the next leader, so for a few heartbeats it points the
             // clients that still come here at the voter it handed to.
-            self.handed_over = true;
-            self.redirect_waiting_clients();
-            let linger = u64::from(self.cfg.timing.heartbeat_ticks) * LINGER_HEARTBEATS;
-            self.stop_by_tick = Some(self.ticks + linger);
+            self.linger_then_stop();
             return true;
         }
-        let Some(to) = self.successor() else {
+        let Some(to) = self.raft.successor() else {
             return false;
         };
         let name = self.member_name(to);
@@ -218,23 +208,14 @@ impl Node {
         }
     }
 
-    /// The voter best placed to lead next: heard from within an election timeout, with the
-    /// longest log. `None` if this node is not the leader or has no such peer.
-    pub(super) fn successor(&self) -> Option<NodeId> {
-        if !self.raft.is_leader() {
-            return None;
-        }
-        let me = self.raft.id();
-        let recent = self.cfg.timing.election_ticks;
-        self.raft
-            .membership()
-            .members
-            .values()
-            .filter(|m| m.voter && m.id != me)
-            .filter_map(|m| self.raft.progress(m.id).map(|p| (m.id, p)))
-            .filter(|(_, p)| p.ticks_since_heard < recent)
-            .max_by_key(|(_, p)| p.match_index)
-            .map(|(id, _)| id)
+    /// Leadership is handed over: clients waiting here are sent on, and for a few
+    /// heartbeats more those that still come are told where to go instead of meeting
+    /// silence.
+    fn linger_then_stop(&mut self) {
+        self.handed_over = true;
+        self.redirect_waiting_clients();
+        let linger = u64::from(self.cfg.timing.heartbeat_ticks) * LINGER_HEARTBEATS;
+        self.stop_by_tick = Some(self.ticks + linger);
     }
 
     fn member_name(&self, id: NodeId) -> String {
@@ -249,10 +230,9 @@ impl Node {
     /// than left to time out (their retries are exactly-once like any other).
     fn redirect_waiting_clients(&mut self) {
         let hint = self.leader_hint();
-        for (_, p) in std::mem::take(&mut self.pending_writes) {
+        for p in self.pending_writes.take_all() {
             p.redirect(self, hint.clone());
         }
-        self.pending_sessions.clear();
         for (_, r) in std::mem::take(&mut self.pending_reads) {
             let hint = hint.clone();
             r.answer(self, Err(ClientError::NotLeader { hint }));

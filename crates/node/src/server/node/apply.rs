@@ -14,6 +14,65 @@ pub enum PendingKind {
     Config,
 }
 
+/// The proposals waiting for their entries, by log index, and the writes among them by
+/// `(client_id, seq)`: a copy of a write already proposed (a client retrying, or asking
+/// every member while it looks for the leader) waits for that entry instead of adding
+/// another.
+#[derive(Debug, Default)]
+pub struct PendingWrites {
+    by_index: BTreeMap<u64, PendingWrite>,
+    by_session: HashMap<(u64, u64), u64>,
+}
+
+impl PendingWrites {
+    pub fn contains(&self, index: u64) -> bool {
+        self.by_index.contains_key(&index)
+    }
+
+    pub fn insert(&mut self, index: u64, w: PendingWrite) {
+        if w.kind == PendingKind::Write {
+            self.by_session.insert((w.client_id, w.seq), index);
+        }
+        self.by_index.insert(index, w);
+    }
+
+    /// The write `(client_id, seq)` proposed and still waiting, with its index.
+    pub fn write_mut(&mut self, client_id: u64, seq: u64) -> Option<(u64, &mut PendingWrite)> {
+        let index = *self.by_session.get(&(client_id, seq))?;
+        self.by_index.get_mut(&index).map(|w| (index, w))
+    }
+
+    pub fn remove(&mut self, index: u64) -> Option<PendingWrite> {
+        let w = self.by_index.remove(&index)?;
+        self.forget_session(index, &w);
+        Some(w)
+    }
+
+    /// Every proposal at or below `index`.
+    pub fn take_through(&mut self, index: u64) -> Vec<PendingWrite> {
+        let keep = self.by_index.split_off(&(index + 1));
+        let lost = std::mem::replace(&mut self.by_index, keep);
+        lost.into_iter()
+            .map(|(i, w)| {
+                self.forget_session(i, &w);
+                w
+            })
+            .collect()
+    }
+
+    pub fn take_all(&mut self) -> Vec<PendingWrite> {
+        self.by_session.clear();
+        std::mem::take(&mut self.by_index).into_values().collect()
+    }
+
+    fn forget_session(&mut self, index: u64, w: &PendingWrite) {
+        let key = (w.client_id, w.seq);
+        if self.by_session.get(&key) == Some(&index) {
+            self.by_session.remove(&key);
+        }
+    }
+}
+
 /// A proposal waiting for its entry to apply. It committed if the entry applied at its
 /// index has its term; otherwise it was lost with a leader and the client retries.
 #[derive(Debug, Clone)]
@@ -152,10 +211,9 @@ impl Node {
                 self.shutdown.cancel();
             }
         }
-        let Some(p) = self.pending_writes.remove(&a.index) else {
+        let Some(p) = self.pending_writes.remove(a.index) else {
             return;
         };
-        self.pending_sessions.remove(&(p.client_id, p.seq));
         let result = if p.term != a.term {
             // Our proposal lost its place to another leader's entry: the client retries
             // with the same sequence number and is applied at most once.
@@ -177,10 +235,7 @@ impl Node {
     /// A snapshot replaced the log below `index`: proposals there can no longer be matched
     /// to their entries; their clients retry (and sessions keep the retry exactly-once).
     pub(super) fn fail_pending_below(&mut self, index: u64) {
-        let keep = self.pending_writes.split_off(&(index + 1));
-        let lost = std::mem::replace(&mut self.pending_writes, keep);
-        for (_, p) in lost {
-            self.pending_sessions.remove(&(p.client_id, p.seq));
+        for p in self.pending_writes.take_through(index) {
             let hint = self.leader_hint();
             p.redirect(self, hint);
         }

@@ -225,17 +225,15 @@ impl Node {
             let result = self.not_leader();
             return self.answer(r, result);
         }
-        if let Some(index) = self.pending_sessions.get(&(r.client_id, r.seq)) {
-            if let Some(p) = self.pending_writes.get_mut(index) {
-                tracing::trace!(
-                    client_id = r.client_id,
-                    seq = r.seq,
-                    index,
-                    "a copy of a write already proposed waits for its entry"
-                );
-                p.answer_to(r.addr);
-                return;
-            }
+        if let Some((index, p)) = self.pending_writes.write_mut(r.client_id, r.seq) {
+            tracing::trace!(
+                client_id = r.client_id,
+                seq = r.seq,
+                index,
+                "a copy of a write already proposed waits for its entry"
+            );
+            p.answer_to(r.addr);
+            return;
         }
         let entry_time_ms = self.replicated_now();
         let payload = LogCommand {
@@ -295,7 +293,7 @@ impl Node {
         r: Asker,
     ) {
         match proposed {
-            Ok(p) if self.pending_writes.contains_key(&p.index) => {
+            Ok(p) if self.pending_writes.contains(p.index) => {
                 // Only a retried membership change can land on an index already waited on;
                 // its first request is answered when the entry applies.
                 let result = Err(ClientError::Unavailable {
@@ -304,9 +302,6 @@ impl Node {
                 self.answer(r, result);
             }
             Ok(p) => {
-                if kind == PendingKind::Write {
-                    self.pending_sessions.insert((r.client_id, r.seq), p.index);
-                }
                 let w = PendingWrite::new(p.term, r.addr, r.client_id, r.seq, kind);
                 self.pending_writes.insert(p.index, w);
             }
