@@ -17,6 +17,12 @@
 //! `rd.committed` holds only entries already durable here (persisted by an earlier `Ready`),
 //! so a driver may start applying them before step 2, overlapping the apply with the fsync.
 //!
+//! A leader's `Ready` (no snapshot, no new term or vote) may instead end with
+//! [`Raft::advance_written`] once its entries are written but not yet synced, and the driver
+//! reports the flush later with [`Raft::persisted`] (etcd raft's asynchronous storage
+//! writes): the leader goes on counting its followers' acknowledgements while its own disk
+//! is busy, and counts itself once the report comes.
+//!
 //! A leader writes its messages to peers when the driver asks for a `Ready`, not when a
 //! proposal, a commit or a read comes in: everything since the last `Ready` goes out as one
 //! AppendEntries (or one heartbeat) per peer, which carries the new entries, the commit
@@ -505,6 +511,34 @@ impl Raft {
             committed: self.log.take_committed(max_apply),
             reads: std::mem::take(&mut self.reads),
             failed_reads: std::mem::take(&mut self.failed_reads),
+        }
+    }
+
+    /// A leader's last [`Ready`] is written and its messages are sent, but its entries are
+    /// still on their way to the disk: the driver flushes them off its loop and reports
+    /// with [`Raft::persisted`]. Until then the leader does not count itself for them, nor
+    /// hand them out for applying. Returns the index that report will be for. Only a leader
+    /// may defer, and only for a `Ready` without a snapshot or a new term or vote: anything
+    /// that answers a peer must be durable before it is sent, which [`Raft::advance`] is for.
+    pub fn advance_written(&mut self) -> Index {
+        debug_assert!(
+            self.role == Role::Leader,
+            "only a leader defers its log sync"
+        );
+        self.in_ready.take().unwrap_or(self.log.persisted)
+    }
+
+    /// Entries through `index`, written while leading in `term`, are durable. A report from
+    /// an earlier term, or from before this node stopped leading, is ignored: the log may
+    /// since have been cut and rewritten at those indexes, and whatever stood in between was
+    /// synced by a [`Raft::advance`] anyway.
+    pub fn persisted(&mut self, term: Term, index: Index) {
+        if self.role != Role::Leader || term != self.term || index > self.log.last_index() {
+            return;
+        }
+        if index > self.log.persisted {
+            self.log.persisted = index;
+            self.maybe_commit();
         }
     }
 

@@ -35,9 +35,10 @@ pub struct NodeConfig {
     /// Revisions kept by automatic compaction: the leader compacts the store to
     /// `revision - auto_compact_revisions` as writes go on. 0 turns it off.
     pub auto_compact_revisions: u64,
-    /// Apply within the event loop instead of on a thread of its own, and read snapshot
-    /// exports on the loop: for simulated runs, which must replay from their seed.
-    pub apply_inline: bool,
+    /// Apply, flush the leader's log and read snapshot exports within the event loop's
+    /// turns instead of on threads of their own: for simulated runs, which must replay
+    /// from their seed.
+    pub single_threaded: bool,
     /// How the Raft log is stored: segment size, and the file system (the real one, or a
     /// simulated one in crash tests).
     pub disk: DiskOptions,
@@ -101,7 +102,7 @@ impl NodeConfig {
             sync_interval: Duration::from_millis(DEFAULT_SYNC_INTERVAL_MS),
             cache_bytes: (DEFAULT_CACHE_MB << 20) as usize,
             auto_compact_revisions: DEFAULT_AUTO_COMPACT_REVISIONS,
-            apply_inline: false,
+            single_threaded: false,
             disk: DiskOptions::default(),
             rng_seed: None,
             wall_clock_us: system_clock_us,

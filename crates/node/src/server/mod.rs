@@ -19,6 +19,7 @@ mod clock;
 pub mod config;
 pub mod identity;
 mod join;
+mod log_sync;
 mod msg_ids;
 mod node;
 #[cfg(test)]

@@ -25,6 +25,7 @@ use super::clock::ReplicatedClock;
 use super::config::NodeConfig;
 use super::identity::Identity;
 use super::join::join;
+use super::log_sync::{Job, LogSyncer};
 use super::snapshot_transfer::SnapshotTransfers;
 use super::transport::{Socket, Transport};
 use super::ServerError;
@@ -67,6 +68,8 @@ pub(super) struct Node {
     advertise: String,
     raft: Raft,
     storage: DiskStorage,
+    /// Flushes the leader's log beside the loop.
+    syncer: LogSyncer,
     applier: Applier,
     apply_events: tokio::sync::mpsc::UnboundedReceiver<ApplyEvent>,
     /// Where the state store stands, as the applier last reported.
@@ -136,6 +139,7 @@ impl Node {
                     }
                 }
                 _ = tick.tick() => self.on_tick()?,
+                _ = self.syncer.wake.notified() => self.on_log_synced()?,
                 Some(ev) = self.apply_events.recv() => {
                     self.on_apply_event(ev)?;
                     while let Ok(ev) = self.apply_events.try_recv() {
@@ -167,6 +171,7 @@ impl Node {
         }
         self.handle_ready()?;
         self.redirect_waiting_clients();
+        self.finish_log_syncs(false)?;
         self.storage.sync()?;
         self.applier.shutdown();
         while let Ok(ev) = self.apply_events.try_recv() {
@@ -269,6 +274,7 @@ impl Node {
 
     fn after_turn(&mut self) {
         self.applier.turn();
+        self.syncer.turn();
         self.snaps.pump_all(&mut self.t);
         let leader = self.raft.is_leader();
         if !leader && self.was_leader {
@@ -327,6 +333,13 @@ impl Node {
     fn handle_ready(&mut self) -> Result<(), ServerError> {
         while self.raft.has_ready() {
             let prev = self.storage.hard_state();
+            let leading = self.raft.is_leader();
+            if !leading && self.syncer.in_flight() {
+                // This Ready's acknowledgements and votes are synced here; the leader's
+                // flushes still running go first, so that one that fails stops the node
+                // before a later sync can claim the same pages.
+                self.finish_log_syncs(true)?;
+            }
             let mut rd = self.raft.ready();
             // The core hands out only entries already durable here, so they go to the
             // applier before this Ready's own fsync: the store applies them (and their
@@ -336,14 +349,17 @@ impl Node {
                 self.applier.send(self.apply_entries(entries));
             }
             // A leader's AppendEntries promise nothing, so they may leave before its own
-            // fsync (dissertation §10.2.1): replication overlaps the leader's disk write.
-            let early = self.raft.is_leader()
+            // fsync (dissertation §10.2.1): replication overlaps the leader's disk write,
+            // and the flush itself runs beside the loop (`log_sync`).
+            let deferred = leading
                 && rd.snapshot.is_none()
                 && rd
                     .hard_state
                     .is_none_or(|hs| hs.term == prev.term && hs.vote == prev.vote);
-            if early {
-                self.send_raft(rd.messages.clone());
+            if deferred {
+                self.send_raft(std::mem::take(&mut rd.messages));
+            } else if self.syncer.in_flight() {
+                self.finish_log_syncs(false)?;
             }
             let mut wrote = false;
             if let Some(s) = &rd.snapshot {
@@ -365,13 +381,18 @@ impl Node {
                 // MustSync). A term or a vote must be durable before any message says so.
                 wrote |= hs.term != prev.term || hs.vote != prev.vote;
             }
-            if wrote {
-                self.storage.sync()?;
-            }
-            if !early {
+            if deferred {
+                let index = self.raft.advance_written();
+                if wrote {
+                    self.sync_log_beside(index)?;
+                }
+            } else {
+                if wrote {
+                    self.storage.sync()?;
+                }
                 self.send_raft(rd.messages);
+                self.raft.advance();
             }
-            self.raft.advance();
             if !rd.committed.is_empty() {
                 let msg = self.apply_entries(rd.committed);
                 self.applier.send(msg);
@@ -391,6 +412,38 @@ impl Node {
                     let hint = self.leader_hint();
                     r.answer(self, Err(ClientError::NotLeader { hint }));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the flush of the leader's writes through `index` to the log-sync thread.
+    fn sync_log_beside(&mut self, index: u64) -> Result<(), ServerError> {
+        let term = self.raft.term();
+        match self.storage.sync_elsewhere()? {
+            Some(sync) => self.syncer.submit(Job { sync, term, index }),
+            // Nothing left unsynced: a flush since has covered these writes.
+            None => self.raft.persisted(term, index),
+        }
+        Ok(())
+    }
+
+    /// Flushes of the leader's log that are done: the core counts the leader for them.
+    fn on_log_synced(&mut self) -> Result<(), ServerError> {
+        for s in self.syncer.take_done() {
+            self.storage.synced_elsewhere(s.done)?;
+            self.raft.persisted(s.term, s.index);
+        }
+        Ok(())
+    }
+
+    /// Waits for the leader's flushes still running. `report` tells the core of them; in
+    /// the middle of a Ready it must not be stepped, and the Ready's own sync covers them.
+    fn finish_log_syncs(&mut self, report: bool) -> Result<(), ServerError> {
+        for s in self.syncer.finish() {
+            self.storage.synced_elsewhere(s.done)?;
+            if report {
+                self.raft.persisted(s.term, s.index);
             }
         }
         Ok(())

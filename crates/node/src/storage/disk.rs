@@ -124,6 +124,40 @@ struct Segment {
     header_len: u64,
 }
 
+/// A flush of the log's writes up to a point, taken off the thread that writes them
+/// ([`DiskStorage::sync_elsewhere`]).
+#[derive(Debug)]
+pub struct PendingSync {
+    file: Box<dyn VfsFile>,
+    path: PathBuf,
+    writes: u64,
+    #[cfg(test)]
+    len: (u64, u64),
+}
+
+impl PendingSync {
+    /// Flushes the file (fdatasync); blocks for as long as the disk takes.
+    pub fn run(mut self) -> SyncDone {
+        SyncDone {
+            result: self.file.sync_data(),
+            path: self.path,
+            writes: self.writes,
+            #[cfg(test)]
+            len: self.len,
+        }
+    }
+}
+
+/// The outcome of a [`PendingSync`], for [`DiskStorage::synced_elsewhere`].
+#[derive(Debug)]
+pub struct SyncDone {
+    result: std::io::Result<()>,
+    path: PathBuf,
+    writes: u64,
+    #[cfg(test)]
+    len: (u64, u64),
+}
+
 #[derive(Debug)]
 pub struct DiskStorage {
     dir: PathBuf,
@@ -137,6 +171,8 @@ pub struct DiskStorage {
     active: Box<dyn VfsFile>,
     /// Written but not yet synced.
     dirty: bool,
+    /// Successful writes so far: tells whether a sync run elsewhere covered all of them.
+    writes: u64,
     /// Set after a write error that could not be undone; see the module docs.
     failed: Option<String>,
     buf: Vec<u8>,
@@ -484,6 +520,7 @@ impl DiskStorage {
             segments,
             active,
             dirty: false,
+            writes: 0,
             failed: None,
             buf: Vec::new(),
             #[cfg(test)]
@@ -521,6 +558,48 @@ impl DiskStorage {
             }
         }
         Ok((store, report))
+    }
+
+    /// A flush of everything written so far, to be run on another thread
+    /// ([`PendingSync::run`]) while this one goes on writing; its outcome comes back through
+    /// [`DiskStorage::synced_elsewhere`], which is where a failure stops the store. `None`
+    /// when nothing is waiting to be synced.
+    pub fn sync_elsewhere(&mut self) -> Result<Option<PendingSync>, StorageError> {
+        self.check_writable()?;
+        if !self.dirty {
+            return Ok(None);
+        }
+        let path = self
+            .segments
+            .last()
+            .map(|s| s.path.clone())
+            .unwrap_or_default();
+        match self.active.try_clone() {
+            Ok(file) => Ok(Some(PendingSync {
+                file,
+                path,
+                writes: self.writes,
+                #[cfg(test)]
+                len: self.segments.last().map_or((0, 0), |s| (s.seq, s.len)),
+            })),
+            Err(e) => Err(self.fail(StorageError::io(path, "open a second handle to", e))),
+        }
+    }
+
+    /// Takes the outcome of a [`PendingSync`]. A failed flush fails the store, as a failed
+    /// [`Storage::sync`] does: the kernel may have dropped the pages it could not write.
+    pub fn synced_elsewhere(&mut self, done: SyncDone) -> Result<(), StorageError> {
+        if let Err(e) = done.result {
+            return Err(self.fail(StorageError::io(done.path, "sync", e)));
+        }
+        if done.writes == self.writes {
+            self.dirty = false;
+            #[cfg(test)]
+            {
+                self.synced = done.len;
+            }
+        }
+        Ok(())
     }
 
     /// The segment files, oldest first.
@@ -614,6 +693,7 @@ impl DiskStorage {
             Ok(()) => {
                 seg.len += self.buf.len() as u64;
                 self.dirty = true;
+                self.writes += 1;
                 Ok(())
             }
             Err(e) => {

@@ -32,7 +32,9 @@ mod vfs;
 #[cfg(test)]
 mod tests;
 
-pub use disk::{DiskOptions, DiskStorage, RecoveryReport, DEFAULT_SEGMENT_SIZE};
+pub use disk::{
+    DiskOptions, DiskStorage, PendingSync, RecoveryReport, SyncDone, DEFAULT_SEGMENT_SIZE,
+};
 pub use lock::DataDirLock;
 pub use mem::MemStorage;
 pub use sim_fs::{Fault, SimFs};

@@ -583,6 +583,14 @@ impl VfsFile for SimFile {
                 Ok(())
             })
     }
+
+    fn try_clone(&self) -> io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(SimFile {
+            fs: self.fs.clone(),
+            inode: self.inode,
+            path: self.path.clone(),
+        }))
+    }
 }
 
 #[cfg(test)]

@@ -989,3 +989,54 @@ mod model {
         }
     }
 }
+
+/// A flush run on another thread covers what was written before it was taken, survives a
+/// power cut like any sync, and a failed one fails the store as a failed `sync` does.
+#[test]
+fn storage_sync_elsewhere_is_a_sync_and_its_failure_stops_writes() {
+    let fs = SimFs::new(1);
+    let opts = DiskOptions {
+        segment_size: 1 << 20,
+        vfs: std::sync::Arc::new(fs.clone()),
+    };
+    let dir = Path::new("/data/raft");
+    {
+        let (mut s, _) = DiskStorage::open(dir, opts.clone()).unwrap();
+        s.append(&entries(1, 4, 1)).unwrap();
+        let flush = s
+            .sync_elsewhere()
+            .unwrap()
+            .expect("writes wait to be synced");
+        // Written after the flush was taken: not promised by it.
+        s.append(&entries(4, 6, 1)).unwrap();
+        let done = std::thread::spawn(move || flush.run()).join().unwrap();
+        s.synced_elsewhere(done).unwrap();
+        assert!(
+            s.sync_elsewhere().unwrap().is_some(),
+            "writes after the flush was taken still wait for one"
+        );
+    }
+    fs.power_cut();
+    let (mut s, _) = DiskStorage::open(dir, opts).unwrap();
+    assert!(
+        s.last_index() >= 3,
+        "the flushed entries survive the power cut"
+    );
+    s.append(&entries(s.last_index() + 1, s.last_index() + 2, 1))
+        .unwrap();
+    let flush = s.sync_elsewhere().unwrap().unwrap();
+    fs.arm(1, Fault::Io);
+    let done = flush.run();
+    assert!(
+        s.synced_elsewhere(done).is_err(),
+        "the failed flush is reported"
+    );
+    let next = s.last_index() + 1;
+    assert!(
+        matches!(
+            s.append(&entries(next, next + 1, 1)),
+            Err(StorageError::Failed { .. })
+        ),
+        "after a failed flush the store refuses writes"
+    );
+}

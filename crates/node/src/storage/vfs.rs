@@ -32,6 +32,8 @@ pub trait VfsFile: Send + fmt::Debug {
     fn sync_data(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes.
     fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// A second handle to the same open file, so another thread can sync it.
+    fn try_clone(&self) -> io::Result<Box<dyn VfsFile>>;
 }
 
 /// A file system. Paths are the caller's; a simulated one need not touch the disk at all.
@@ -85,6 +87,10 @@ impl VfsFile for OsFile {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+
+    fn try_clone(&self) -> io::Result<Box<dyn VfsFile>> {
+        Ok(Box::new(OsFile(self.0.try_clone()?)))
     }
 }
 

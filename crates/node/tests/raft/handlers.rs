@@ -4,8 +4,8 @@
 use crate::harness::{cmd, membership};
 use myraft_node::raft::{Config, InitialState, Raft};
 use myraft_wire::raft::{
-    AppendEntries, Entry, EntryPayload, HardState, InstallSnapshot, RaftBody, RaftMessage,
-    Snapshot, SnapshotMeta,
+    AppendEntries, AppendEntriesResponse, Entry, EntryPayload, HardState, InstallSnapshot,
+    RaftBody, RaftMessage, RequestVoteResponse, Snapshot, SnapshotMeta,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -140,5 +140,145 @@ fn entries_committed_in_the_message_that_brings_them_are_applied_only_once_durab
     assert!(
         committed.ends_with(&[2, 3, 4]),
         "once persisted, the committed entries follow: {committed:?}"
+    );
+}
+
+/// Node 1 of voters 1..=3, elected in term 1 with node 2's vote; its no-op (index 2) is
+/// written and its flush deferred, as a node's leader does.
+fn deferring_leader() -> Raft {
+    let init = InitialState::bootstrap(membership(&[1, 2, 3], &[]));
+    let mut cfg = Config::new(1);
+    cfg.pre_vote = false;
+    let mut l = Raft::new(cfg, init, StdRng::seed_from_u64(1));
+    l.campaign();
+    let _ = l.ready();
+    l.advance();
+    l.step(RaftMessage {
+        from: 2,
+        to: 1,
+        term: 1,
+        body: RaftBody::RequestVoteResponse(RequestVoteResponse {
+            granted: true,
+            pre_vote: false,
+        }),
+    });
+    assert!(l.is_leader());
+    let _ = l.ready();
+    assert_eq!(l.advance_written(), 2);
+    l
+}
+
+/// A follower's answer to everything the leader has sent it.
+fn ack_all(leader: &mut Raft, from: u64) {
+    leader.step(RaftMessage {
+        from,
+        to: 1,
+        term: leader.term(),
+        body: RaftBody::AppendEntriesResponse(AppendEntriesResponse {
+            success: true,
+            match_index: leader.last_index(),
+            prev_log_index: 1,
+            conflict_index: 0,
+            conflict_term: None,
+            read_round: 0,
+        }),
+    });
+}
+
+/// With its flush beside the loop, a leader counts itself towards commit only once the
+/// driver reports the flush, and hands out for applying only what is on its own disk, even
+/// when both followers have committed it without it.
+#[test]
+fn a_leader_whose_flush_is_deferred_counts_itself_only_once_it_is_reported() {
+    let mut l = deferring_leader();
+    l.propose(cmd(3)).expect("a leader takes proposals");
+    let rd = l.ready();
+    assert_eq!(rd.entries.last().map(|e| e.index), Some(3));
+    assert_eq!(l.advance_written(), 3);
+    ack_all(&mut l, 2);
+    assert!(
+        l.commit_index() < 3,
+        "one follower and an unflushed leader are not a quorum"
+    );
+    ack_all(&mut l, 3);
+    assert_eq!(l.commit_index(), 3, "both followers make a quorum");
+    let rd = l.ready();
+    assert!(
+        rd.committed.iter().all(|e| e.index < 2),
+        "entries {:?} handed out before the leader's own flush",
+        rd.committed.iter().map(|e| e.index).collect::<Vec<_>>()
+    );
+    let _ = l.advance_written();
+    l.persisted(1, 3);
+    let rd = l.ready();
+    let committed: Vec<u64> = rd.committed.iter().map(|e| e.index).collect();
+    assert!(
+        committed.ends_with(&[2, 3]),
+        "then they follow: {committed:?}"
+    );
+}
+
+#[test]
+fn a_reported_flush_commits_with_one_follower() {
+    let mut l = deferring_leader();
+    l.propose(cmd(3)).expect("a leader takes proposals");
+    let _ = l.ready();
+    let _ = l.advance_written();
+    ack_all(&mut l, 2);
+    assert!(l.commit_index() < 3);
+    l.persisted(1, 3);
+    assert_eq!(
+        l.commit_index(),
+        3,
+        "the leader and one follower are a quorum"
+    );
+}
+
+/// A flush that finishes after its leader stepped down reports on a log that may have been
+/// cut and rewritten since: it must not make newer entries count as durable.
+#[test]
+fn a_flush_reported_after_stepping_down_is_ignored() {
+    let mut l = deferring_leader();
+    for i in 3..=5 {
+        l.propose(cmd(i)).expect("a leader takes proposals");
+    }
+    let _ = l.ready();
+    assert_eq!(l.advance_written(), 5);
+    // Node 2 leads term 2 and replaces 3..=5, which never committed.
+    l.step(RaftMessage {
+        from: 2,
+        to: 1,
+        term: 2,
+        body: RaftBody::AppendEntries(AppendEntries {
+            prev_log_index: 2,
+            prev_log_term: 1,
+            entries: vec![entry(2, 3)],
+            leader_commit: 2,
+            read_round: 0,
+        }),
+    });
+    assert!(!l.is_leader());
+    let _ = l.ready();
+    l.advance();
+    l.step(RaftMessage {
+        from: 2,
+        to: 1,
+        term: 2,
+        body: RaftBody::AppendEntries(AppendEntries {
+            prev_log_index: 3,
+            prev_log_term: 2,
+            entries: vec![entry(2, 4), entry(2, 5)],
+            leader_commit: 5,
+            read_round: 0,
+        }),
+    });
+    // The old flush of 3..=5 of term 1 reports only now.
+    l.persisted(1, 5);
+    assert_eq!(l.log().persisted_index(), 3);
+    let rd = l.ready();
+    assert!(
+        rd.committed.iter().all(|e| e.index <= 3),
+        "entries {:?} handed out before they are on disk",
+        rd.committed.iter().map(|e| e.index).collect::<Vec<_>>()
     );
 }

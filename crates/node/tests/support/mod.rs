@@ -321,7 +321,7 @@ pub fn node_config(seed: u64, id: u64, name: &str, dir: PathBuf) -> NodeConfig {
     };
     cfg.rng_seed = Some(seed.wrapping_mul(31).wrapping_add(id));
     // A simulated run replays from its seed only if nothing runs beside the loop.
-    cfg.apply_inline = true;
+    cfg.single_threaded = true;
     cfg.sync_interval = Duration::from_millis(30);
     cfg.cache_bytes = 4 << 20;
     cfg

@@ -147,15 +147,23 @@ async fn serve(
     let core = ApplyCore::new(store, cfg.disk.vfs.clone(), store_cfg, cfg.sync_interval);
     let store_state = core.state();
     let (events_tx, apply_events) = tokio::sync::mpsc::unbounded_channel();
-    let applier = if cfg.apply_inline {
+    let applier = if cfg.single_threaded {
         Applier::inline(core, events_tx)
     } else {
         Applier::spawn(core, events_tx)
             .map_err(|e| ServerError::io("start the apply thread for", &cfg.data_dir, e))?
     };
 
+    let syncer = if cfg.single_threaded {
+        LogSyncer::inline()
+    } else {
+        LogSyncer::spawn()
+            .map_err(|e| ServerError::io("start the log-sync thread for", &cfg.data_dir, e))?
+    };
+
     let mut node = Node {
-        snaps: SnapshotTransfers::new(cfg.max_datagram, cfg.apply_inline, partial),
+        syncer,
+        snaps: SnapshotTransfers::new(cfg.max_datagram, cfg.single_threaded, partial),
         advertise,
         raft,
         storage,
