@@ -476,6 +476,9 @@ impl Raft {
 
     // ---- leadership transfer (§3.10) -------------------------------------------------
 
+    /// Hands leadership to voter `to` (§3.10): brings its log up to date, then tells it to
+    /// campaign at once with TimeoutNow. Proposals are refused until a new leader takes
+    /// over or an election timeout passes. A transfer to this server itself is a no-op.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), RaftError> {
         if self.role != Role::Leader {
             return Err(RaftError::NotLeader {

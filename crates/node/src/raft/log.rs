@@ -3,6 +3,14 @@
 
 use myraft_wire::raft::{Entry, Index, Membership, SnapshotMeta, Term};
 
+/// What [`entry_size`] counts for an entry besides its payload: term, index and tag.
+const ENTRY_OVERHEAD_BYTES: usize = 24;
+/// What [`entry_size`] counts for a member of a configuration besides its name and address.
+const MEMBER_OVERHEAD_BYTES: usize = 16;
+
+/// The log after the latest snapshot. Entries are contiguous from `first_index()`, and
+/// `snapshot_index() <= applied <= commit <= last_index()`: nothing is applied before it
+/// commits, nor committed beyond the log.
 #[derive(Debug, Clone)]
 pub struct RaftLog {
     /// Everything up to and including this index lives only in the snapshot.
@@ -20,6 +28,8 @@ pub struct RaftLog {
 }
 
 impl RaftLog {
+    /// The log as recovered from storage: the run of `entries` that directly follows the
+    /// snapshot, all counted as persisted, with `commit` clamped into it.
     pub fn new(snapshot: &SnapshotMeta, mut entries: Vec<Entry>, commit: Index) -> Self {
         // Entries are found by their distance from the snapshot's index, so keep exactly the
         // run that follows it: storage may still hold entries the snapshot covers (a crash
@@ -45,10 +55,12 @@ impl RaftLog {
         }
     }
 
+    /// The last index the snapshot covers (0 without one).
     pub fn snapshot_index(&self) -> Index {
         self.snapshot_index
     }
 
+    /// The term of the entry at [`RaftLog::snapshot_index`].
     pub fn snapshot_term(&self) -> Term {
         self.snapshot_term
     }
@@ -58,14 +70,17 @@ impl RaftLog {
         self.persisted
     }
 
+    /// The lowest index still held as an entry (one past the snapshot).
     pub fn first_index(&self) -> Index {
         self.snapshot_index + 1
     }
 
+    /// The index of the last entry, or the snapshot's index if no entry follows it.
     pub fn last_index(&self) -> Index {
         self.entries.last().map_or(self.snapshot_index, |e| e.index)
     }
 
+    /// The term of the last entry, or the snapshot's term if no entry follows it.
     pub fn last_term(&self) -> Term {
         self.entries.last().map_or(self.snapshot_term, |e| e.term)
     }
@@ -78,6 +93,7 @@ impl RaftLog {
         self.get(index).map(|e| e.term)
     }
 
+    /// The entry at `index`, unless it is compacted into the snapshot or past the end.
     pub fn get(&self, index: Index) -> Option<&Entry> {
         if index <= self.snapshot_index {
             return None;
@@ -191,6 +207,7 @@ impl RaftLog {
         out
     }
 
+    /// Whether some entries have not been handed out for persisting yet.
     pub fn has_unstable(&self) -> bool {
         self.unstable_from <= self.last_index()
     }
@@ -208,6 +225,7 @@ impl RaftLog {
         out
     }
 
+    /// Whether committed, durable entries wait to be handed out for applying.
     pub fn has_committed(&self) -> bool {
         self.commit.min(self.persisted) > self.applied
     }
@@ -254,6 +272,7 @@ impl RaftLog {
         })
     }
 
+    /// The entries held, from [`RaftLog::first_index`] on.
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
@@ -262,13 +281,14 @@ impl RaftLog {
 /// A cheap estimate of an entry's encoded size, for capping messages.
 pub fn entry_size(e: &Entry) -> usize {
     use myraft_wire::raft::EntryPayload;
-    24 + match &e.payload {
-        EntryPayload::Noop => 0,
-        EntryPayload::Command(c) => c.len(),
-        EntryPayload::Config(m) => m
-            .members
-            .values()
-            .map(|m| 16 + m.name.len() + m.addr.len())
-            .sum(),
-    }
+    ENTRY_OVERHEAD_BYTES
+        + match &e.payload {
+            EntryPayload::Noop => 0,
+            EntryPayload::Command(c) => c.len(),
+            EntryPayload::Config(m) => m
+                .members
+                .values()
+                .map(|m| MEMBER_OVERHEAD_BYTES + m.name.len() + m.addr.len())
+                .sum(),
+        }
 }

@@ -36,6 +36,8 @@
 //! - `leader`: replication, commit, heartbeats, CheckQuorum, ReadIndex, transfer, membership;
 //! - [`progress`]: the leader's per-peer replication state.
 
+#![warn(missing_docs)]
+
 mod election;
 mod follower;
 mod leader;
@@ -53,37 +55,62 @@ use std::collections::{BTreeMap, VecDeque};
 pub use log::RaftLog;
 pub use progress::{Progress, ProgressState};
 
+/// Default base election timeout: five default heartbeat intervals, so a follower waits out
+/// a few lost heartbeats before it campaigns.
+const DEFAULT_ELECTION_TICKS: u32 = 10;
+/// Default interval between a leader's heartbeats.
+const DEFAULT_HEARTBEAT_TICKS: u32 = 2;
+/// Default cap on the entry bytes in one AppendEntries.
+const DEFAULT_MAX_MSG_BYTES: usize = 32 * 1024;
+/// Default cap on AppendEntries in flight to one streaming peer.
+const DEFAULT_MAX_INFLIGHT: usize = 64;
+/// Default cap on the entry bytes handed out for applying in one `Ready`.
+const DEFAULT_MAX_APPLY_BYTES: usize = 4 * 1024 * 1024;
+
 /// Tuning of one Raft server. Times are in ticks; the driver decides how long a tick is.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// This server's id: [`Raft::step`] ignores messages addressed to any other, and the
+    /// server votes for and counts itself under it.
     pub id: NodeId,
-    /// The base election timeout; each timeout is drawn from `[election_ticks, 2 × election_ticks)`.
+    /// The base election timeout; each timeout is drawn from
+    /// `[election_ticks, 2 × election_ticks)`. A leader also uses it as its CheckQuorum
+    /// period, and a follower that heard a leader within it ignores vote requests (with
+    /// `check_quorum`).
     pub election_ticks: u32,
+    /// How often a leader sends heartbeats to peers with nothing new to receive. Must stay
+    /// below `election_ticks`, or followers time out between two heartbeats.
     pub heartbeat_ticks: u32,
     /// Dissertation §9.6: ask before disrupting the cluster with a new term.
     pub pre_vote: bool,
     /// Dissertation §6.2: a leader that cannot hear a quorum steps down, and servers that hear
     /// a leader ignore vote requests.
     pub check_quorum: bool,
-    /// Cap on the entry bytes in one AppendEntries.
+    /// Cap on the entry bytes (as estimated by [`log::entry_size`]) in one AppendEntries. An
+    /// entry larger than the cap still goes, alone.
     pub max_msg_bytes: usize,
-    /// Cap on AppendEntries in flight to one peer while streaming.
+    /// Cap on AppendEntries in flight to one peer while streaming (a probing peer gets one
+    /// at a time).
     pub max_inflight: usize,
-    /// Cap on the entry bytes handed out for applying in one `Ready`.
+    /// Cap on the entry bytes handed out for applying in one `Ready`. An entry larger than
+    /// the cap is still handed out, alone.
     pub max_apply_bytes: usize,
 }
 
 impl Config {
+    /// The defaults for server `id`: election timeout 10 ticks, heartbeat every 2, PreVote
+    /// and CheckQuorum on, 32 KiB per AppendEntries, 64 in flight per peer, 4 MiB to apply
+    /// per `Ready`.
     pub fn new(id: NodeId) -> Self {
         Config {
             id,
-            election_ticks: 10,
-            heartbeat_ticks: 2,
+            election_ticks: DEFAULT_ELECTION_TICKS,
+            heartbeat_ticks: DEFAULT_HEARTBEAT_TICKS,
             pre_vote: true,
             check_quorum: true,
-            max_msg_bytes: 32 * 1024,
-            max_inflight: 64,
-            max_apply_bytes: 4 * 1024 * 1024,
+            max_msg_bytes: DEFAULT_MAX_MSG_BYTES,
+            max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_apply_bytes: DEFAULT_MAX_APPLY_BYTES,
         }
     }
 }
@@ -91,7 +118,10 @@ impl Config {
 /// What a server recovered from stable storage.
 #[derive(Debug, Clone, Default)]
 pub struct InitialState {
+    /// The last hard state written. Its commit index may lag the true one (it is synced
+    /// only with entries or a term or vote); `applied` makes up for that.
     pub hard_state: HardState,
+    /// The latest snapshot kept, if the log was ever compacted or a snapshot installed.
     pub snapshot: Option<Snapshot>,
     /// The log after the snapshot, in order.
     pub entries: Vec<Entry>,
@@ -122,15 +152,21 @@ impl InitialState {
     }
 }
 
+/// A server's part in the current term (§5.1, PreVote from dissertation §9.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Answers leaders and candidates; campaigns when its election timer fires.
     Follower,
+    /// Asks whether it could win the next term before entering it; its term is unchanged.
     PreCandidate,
+    /// Has entered a new term, voted for itself and waits for a quorum of votes.
     Candidate,
+    /// Accepts proposals and reads and replicates its log to the other members.
     Leader,
 }
 
 impl Role {
+    /// A lower-case name for logs and status output, e.g. `"pre-candidate"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Follower => "follower",
@@ -144,32 +180,52 @@ impl Role {
 /// A linearizable read that may be served once the state machine has applied `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadState {
+    /// The token the driver passed to [`Raft::read_index`].
     pub ctx: u64,
+    /// The commit index when the read started: serve it once the state machine has
+    /// applied this far.
     pub index: Index,
 }
 
 /// Where a proposal landed. It is committed if the entry applied at `index` has `term`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Proposal {
+    /// The log index the entry was appended at.
     pub index: Index,
+    /// The leader's term when it appended the entry. Another entry at `index` means the
+    /// proposal was overwritten by a later leader and will never apply.
     pub term: Term,
 }
 
+/// Why the core refused a request from the driver. None of these changes any state.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RaftError {
+    /// Only a leader takes proposals, reads and transfers.
     #[error("not the leader (leader: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        /// The leader of the current term if this server knows it, for redirecting.
+        leader: Option<NodeId>,
+    },
+    /// A leadership transfer is under way: proposals wait until it completes or an election
+    /// timeout gives it up.
     #[error("a leadership transfer is in progress")]
     TransferInProgress,
+    /// The last configuration change, or an entry of the leader's own term, has not
+    /// committed yet; only one change may be in flight at a time (§4.1).
     #[error("a membership change is still pending")]
     ConfigChangePending,
+    /// The proposed configuration is not a single-voter step from the current one, leaves
+    /// no voter or files a member under another id; or a transfer names a non-voter.
     #[error("invalid membership change: {0}")]
     InvalidConfigChange(String),
+    /// [`Raft::compact`] was asked for an index it cannot snapshot at.
     #[error("invalid snapshot request: {0}")]
     InvalidSnapshot(String),
 }
 
-/// Everything the driver must do after a batch of inputs.
+/// Everything the driver must do after a batch of inputs, in the order of the module docs:
+/// persist, send, [`Raft::advance`], apply. Nothing may be stepped into the core between
+/// [`Raft::ready`] and its `advance`.
 #[derive(Debug, Default)]
 pub struct Ready {
     /// Persist before sending any message.
@@ -180,16 +236,20 @@ pub struct Ready {
     /// log entries up to its index go; so does the whole stored log unless it holds the
     /// snapshot's last entry (same index and term).
     pub snapshot: Option<Snapshot>,
+    /// Send once the above is durable, in any order; the core tolerates loss, duplication
+    /// and reordering.
     pub messages: Vec<RaftMessage>,
     /// Apply in order. Already durable on this server, so applying need not wait for this
     /// Ready's own writes.
     pub committed: Vec<Entry>,
+    /// Reads confirmed by a quorum: serve each once the state machine has applied its index.
     pub reads: Vec<ReadState>,
     /// Reads this server can no longer serve (it lost leadership): answer "not leader".
     pub failed_reads: Vec<u64>,
 }
 
 impl Ready {
+    /// Whether there is nothing to persist, send, apply or answer.
     pub fn is_empty(&self) -> bool {
         self.hard_state.is_none()
             && self.entries.is_empty()
@@ -225,6 +285,8 @@ struct PendingRead {
     round: u64,
 }
 
+/// One Raft server's consensus state. Its owner drives it with the inputs and the
+/// [`Raft::ready`] / [`Raft::advance`] loop of the module docs; it does no I/O itself.
 pub struct Raft {
     cfg: Config,
     rng: StdRng,
@@ -273,6 +335,8 @@ pub struct Raft {
 }
 
 impl Raft {
+    /// Restores a server from what storage recovered. It starts as a follower that knows no
+    /// leader; `rng` draws its election timeouts, so a seeded one makes it deterministic.
     pub fn new(cfg: Config, init: InitialState, rng: StdRng) -> Self {
         let meta = init
             .snapshot
@@ -324,21 +388,28 @@ impl Raft {
 
     // ---- accessors -------------------------------------------------------------------
 
+    /// This server's id, [`Config::id`].
     pub fn id(&self) -> NodeId {
         self.cfg.id
     }
+    /// The tuning the server was built with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
+    /// The current role; it changes only inside an input method.
     pub fn role(&self) -> Role {
         self.role
     }
+    /// The current term, as the next [`Ready::hard_state`] will persist it.
     pub fn term(&self) -> Term {
         self.term
     }
+    /// Whom this server voted for in the current term.
     pub fn vote(&self) -> Option<NodeId> {
         self.vote
     }
+    /// The leader of the current term as far as this server knows: `None` during an
+    /// election, after stepping down, or in a newer term whose leader it has not heard.
     pub fn leader(&self) -> Option<NodeId> {
         self.leader
     }
@@ -350,21 +421,29 @@ impl Raft {
             _ => None,
         }
     }
+    /// Whether this server leads its current term. A deposed leader may not know yet: serve
+    /// linearizable reads through [`Raft::read_index`], not on the strength of this.
     pub fn is_leader(&self) -> bool {
         self.role == Role::Leader
     }
+    /// The in-memory log and its cursors.
     pub fn log(&self) -> &RaftLog {
         &self.log
     }
+    /// The highest index known committed; it may be ahead of what is durable or applied.
     pub fn commit_index(&self) -> Index {
         self.log.commit
     }
+    /// The highest index handed out for applying in some [`Ready::committed`] (or already
+    /// applied at start); the driver may still be applying up to it.
     pub fn applied_index(&self) -> Index {
         self.log.applied
     }
+    /// The index of the last entry in the log, or of the snapshot if none follows it.
     pub fn last_index(&self) -> Index {
         self.log.last_index()
     }
+    /// The configuration in force: the latest in the log, committed or not (§4.1).
     pub fn membership(&self) -> &Membership {
         &self.membership
     }
@@ -376,12 +455,16 @@ impl Raft {
     pub fn membership_committed(&self) -> bool {
         self.membership_index <= self.log.commit
     }
+    /// A leader's replication state for member `id`; `None` on a non-leader, for this
+    /// server itself and for non-members.
     pub fn progress(&self, id: NodeId) -> Option<&Progress> {
         self.progress.get(&id)
     }
+    /// The voter a leadership transfer is under way to; proposals are refused meanwhile.
     pub fn lead_transferee(&self) -> Option<NodeId> {
         self.lead_transferee
     }
+    /// Term, vote and commit index as they stand now, persisted or not.
     pub fn hard_state(&self) -> HardState {
         HardState {
             term: self.term,
@@ -484,6 +567,8 @@ impl Raft {
 
     // ---- output ----------------------------------------------------------------------
 
+    /// Whether [`Raft::ready`] may have work for the driver. Cheap; a driver polls it after
+    /// each batch of inputs. The `Ready` may still turn out empty.
     pub fn has_ready(&self) -> bool {
         self.deferred.any()
             || !self.msgs.is_empty()
@@ -495,6 +580,9 @@ impl Raft {
             || !self.failed_reads.is_empty()
     }
 
+    /// Hands out everything gathered since the last `Ready`, and the messages a leader owes
+    /// its peers. Must be followed by [`Raft::advance`] (or, for a leader,
+    /// [`Raft::advance_written`]) before the next input.
     pub fn ready(&mut self) -> Ready {
         self.send_deferred();
         let hs = self.hard_state();

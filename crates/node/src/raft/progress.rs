@@ -3,6 +3,7 @@
 use myraft_wire::raft::Index;
 use std::collections::VecDeque;
 
+/// How a leader replicates to one peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressState {
     /// We do not know where the peer's log matches ours: one AppendEntries at a time.
@@ -13,10 +14,16 @@ pub enum ProgressState {
     Snapshot,
 }
 
+/// A leader's record of one peer, from the leader's election on. `match_index < next_index`
+/// always.
 #[derive(Debug, Clone)]
 pub struct Progress {
+    /// The highest index known to be on the peer's log (0 until it answers); counted for
+    /// commit (voters only).
     pub match_index: Index,
+    /// The next index to send the peer.
     pub next_index: Index,
+    /// How the leader sends to the peer.
     pub state: ProgressState,
     /// Last index of each AppendEntries in flight, oldest first.
     pub inflight: VecDeque<Index>,
@@ -37,6 +44,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// A peer not heard from yet: probe it from `next_index` (the leader's last index + 1).
     pub fn new(next_index: Index) -> Self {
         Progress {
             match_index: 0,
@@ -53,6 +61,8 @@ impl Progress {
         }
     }
 
+    /// Back to one message at a time from just past the match; what was in flight is
+    /// forgotten.
     pub fn become_probe(&mut self) {
         self.state = ProgressState::Probe;
         self.next_index = self.match_index + 1;
@@ -60,6 +70,7 @@ impl Progress {
         self.probe_sent = false;
     }
 
+    /// Streams from just past the match; entered once a probe succeeds.
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;
         self.next_index = self.match_index + 1;
@@ -67,6 +78,8 @@ impl Progress {
         self.probe_sent = false;
     }
 
+    /// A snapshot is on its way: nothing else goes to the peer until it answers or the
+    /// snapshot is given up as lost.
     pub fn become_snapshot(&mut self) {
         self.state = ProgressState::Snapshot;
         self.inflight.clear();
@@ -90,6 +103,7 @@ impl Progress {
         moved
     }
 
+    /// Whether another AppendEntries may go out now; `max_inflight` caps a streaming peer.
     pub fn can_send(&self, max_inflight: usize) -> bool {
         match self.state {
             ProgressState::Probe => !self.probe_sent,
@@ -98,6 +112,8 @@ impl Progress {
         }
     }
 
+    /// Records an AppendEntries ending at `last_index`: a probe is out, or, when streaming,
+    /// the next index moves past it and it counts as in flight.
     pub fn on_sent(&mut self, last_index: Index) {
         match self.state {
             ProgressState::Probe => self.probe_sent = true,
