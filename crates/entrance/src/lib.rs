@@ -7,34 +7,34 @@
 //!
 //! - [`net`]: the one UDP socket; decode, authenticate, replay filter, drop counters; the
 //!   correlation of replies to the entrance's own requests.
-//! - [`server`]: the loop that owns the state and dispatches each datagram, tick and task
-//!   outcome to a handler, then saves and sends.
-//! - the handlers:
-//!   - [`admission`]: `JoinRequest`s, approve/reject, and the queue of configuration
-//!     changes (one at a time);
-//!   - [`detector`]: probes, health, leader and term, the configuration as the leader sees
-//!     it, and optional removal of long-dead members;
-//!   - [`router`]: client requests answered here, and those forwarded to the leader.
-//! - [`ops`]: tasks that talk to nodes on the entrance's behalf (add, remove, stop).
+//! - `driver`: the task that owns the socket, the clock and the data dir, feeds each
+//!   datagram, tick and task outcome to the engine, and carries out what it returns.
+//! - [`engine`]: the rules, without I/O (the way the Raft core is), in three parts:
+//!   - [`engine::admission`]: `JoinRequest`s, approve/reject, and the queue of
+//!     configuration changes (one at a time);
+//!   - [`engine::detector`]: probes, health, leader and term, the configuration as the
+//!     leader sees it, and optional removal of long-dead members;
+//!   - [`engine::router`]: client requests answered here, and those relayed to the leader.
+//! - `ops`: tasks that talk to nodes on the entrance's behalf (add, remove, stop).
 //! - [`store`]: the data dir: cluster id, members, pending joins, last leader; lock file.
 //!
 //! [`config`] holds the start-up settings; [`Entrance`] is a running entrance.
 
-pub mod admission;
 pub mod config;
-pub mod detector;
+mod driver;
+pub mod engine;
 pub mod net;
-pub mod ops;
-pub mod router;
-pub mod server;
+mod ops;
 pub mod store;
 
 pub use config::Config;
-pub use server::EntranceEvent;
+pub use engine::EntranceEvent;
 
+use driver::Driver;
+use engine::{Engine, Now};
 use myraft_wire::admission::ClusterId;
-use server::Core;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use rand::SeedableRng;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -122,29 +122,27 @@ impl Entrance {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let (leader_tx, _) = watch::channel(None);
         let data_dir = config.data_dir.clone();
-        let core = Core {
+        let request_timeout = config.request_timeout;
+        let engine = Engine::new(
             config,
+            state,
+            net.local_addr(),
+            rand::rngs::StdRng::from_rng(&mut rand::rng()),
+            Now::system(),
+        );
+        let driver = Driver {
+            engine,
             net: Arc::clone(&net),
             store: Arc::new(store),
-            state,
-            dirty: false,
-            outbox: Vec::new(),
-            trackers: BTreeMap::new(),
-            pending_meta: HashMap::new(),
-            rejected_until: HashMap::new(),
-            changes: VecDeque::new(),
-            in_flight: None,
-            local_ops: HashMap::new(),
-            relays: HashMap::new(),
-            leader_tx,
             events: events.clone(),
-            done_tx,
+            leader_tx,
+            completions: done_tx,
             tracker: tracker.clone(),
             shutdown: shutdown.clone(),
-            stop_after_flush: false,
+            request_timeout,
         };
         tracker.spawn(Arc::clone(&net).recv_loop(inbound_tx, shutdown.clone()));
-        tracker.spawn(server::serve(core, inbound_rx, done_rx));
+        tracker.spawn(driver.serve(inbound_rx, done_rx));
         Ok(Entrance {
             net,
             events,

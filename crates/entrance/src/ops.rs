@@ -1,10 +1,10 @@
 //! Requests the entrance makes of the nodes on its own behalf, each in its own task so that
 //! a slow or silent node holds up nothing else: adding an approved node (through the
 //! leader, following `NotLeader` hints, until it answers), removing one, stopping one or
-//! all. Each task reports its outcome to the server loop as a [`Done`].
+//! all. Each task reports its outcome to the driver as a [`Completion`].
 
+use crate::engine::{ClientResult, Completion, LeaderAddr, RequestKey, Task};
 use crate::net::{resolve, Net};
-use crate::server::{ClientResult, RequestKey};
 use myraft_wire::client::{ClientError, ClientOp, ClientResponse, StopTarget};
 use myraft_wire::raft::NodeId;
 use std::sync::Arc;
@@ -16,46 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-/// The leader as the server loop last saw it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaderAddr {
-    pub id: NodeId,
-    pub name: String,
-    pub addr: String,
-}
-
-/// What a finished task tells the server loop.
-#[derive(Debug)]
-pub(crate) enum Done {
-    /// `AddMember` was committed (`Ok`), or the leader refused it for good.
-    Added {
-        name: String,
-        node_id: NodeId,
-        result: Result<(), String>,
-    },
-    Removed {
-        name: String,
-        id: NodeId,
-        result: ClientResult,
-    },
-    /// The answer to a client's request that a task carried out.
-    Answer {
-        key: RequestKey,
-        result: ClientResult,
-    },
-    /// `stop --all` went through every node; the entrance stops next.
-    StoppedAll {
-        key: RequestKey,
-        result: ClientResult,
-    },
-}
-
-/// What every task needs.
+/// What every task needs to call nodes on the entrance's behalf and report back.
 #[derive(Clone)]
-pub(crate) struct Ctx {
+pub(crate) struct Caller {
     pub net: Arc<Net>,
     pub leader: watch::Receiver<Option<LeaderAddr>>,
-    pub done: mpsc::UnboundedSender<Done>,
+    pub done: mpsc::UnboundedSender<Completion>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub timeout: Duration,
@@ -70,9 +36,9 @@ fn shutting_down() -> ClientError {
     }
 }
 
-impl Ctx {
-    fn report(&self, done: Done) {
-        // The server loop is gone only when the entrance shuts down; nobody needs the
+impl Caller {
+    fn report(&self, done: Completion) {
+        // The driver is gone only when the entrance shuts down; nobody needs the
         // outcome then.
         let _ = self.done.send(done);
     }
@@ -180,8 +146,26 @@ impl Ctx {
     }
 }
 
+/// Starts `task` in a task of its own; it reports through `caller`.
+pub(crate) fn start(caller: Caller, task: Task) {
+    match task {
+        Task::Add {
+            name,
+            node_id,
+            addr,
+        } => spawn_add(caller, name, node_id, addr),
+        Task::Remove { name, id, addr } => spawn_remove(caller, name, id, addr),
+        Task::Stop { key, name, addr } => spawn_stop(caller, key, name, addr),
+        Task::StopAll {
+            key,
+            followers,
+            leader,
+        } => spawn_stop_all(caller, key, followers, leader),
+    }
+}
+
 /// Adds an approved node as a learner, retrying until the leader commits it.
-pub(crate) fn spawn_add(ctx: Ctx, name: String, node_id: NodeId, addr: String) {
+fn spawn_add(ctx: Caller, name: String, node_id: NodeId, addr: String) {
     let tracker = ctx.tracker.clone();
     tracker.spawn(async move {
         info!(%name, %addr, "asking the leader to add {name} as a learner");
@@ -202,7 +186,7 @@ pub(crate) fn spawn_add(ctx: Ctx, name: String, node_id: NodeId, addr: String) {
             // Still approved in the saved state; the next start retries it.
             return;
         }
-        ctx.report(Done::Added {
+        ctx.report(Completion::Added {
             name,
             node_id,
             result,
@@ -211,7 +195,7 @@ pub(crate) fn spawn_add(ctx: Ctx, name: String, node_id: NodeId, addr: String) {
 }
 
 /// Removes a member through the leader, then tells it to exit.
-pub(crate) fn spawn_remove(ctx: Ctx, name: String, id: NodeId, addr: String) {
+fn spawn_remove(ctx: Caller, name: String, id: NodeId, addr: String) {
     let tracker = ctx.tracker.clone();
     tracker.spawn(async move {
         info!(%name, "asking the leader to remove {name}");
@@ -231,7 +215,7 @@ pub(crate) fn spawn_remove(ctx: Ctx, name: String, id: NodeId, addr: String) {
             Err(e) => Err(e),
         };
         let removed = result.is_ok();
-        ctx.report(Done::Removed {
+        ctx.report(Completion::Removed {
             name: name.clone(),
             id,
             result,
@@ -248,7 +232,7 @@ pub(crate) fn spawn_remove(ctx: Ctx, name: String, id: NodeId, addr: String) {
 }
 
 /// Stops one node and answers the client that asked.
-pub(crate) fn spawn_stop(ctx: Ctx, key: RequestKey, name: String, addr: String) {
+fn spawn_stop(ctx: Caller, key: RequestKey, name: String, addr: String) {
     let tracker = ctx.tracker.clone();
     tracker.spawn(async move {
         let result = ctx
@@ -259,14 +243,14 @@ pub(crate) fn spawn_stop(ctx: Ctx, key: RequestKey, name: String, addr: String) 
             Ok(_) => info!(%name, "node {name} stopped"),
             Err(e) => warn!(%name, "node {name} did not stop: {e}"),
         }
-        ctx.report(Done::Answer { key, result });
+        ctx.report(Completion::Answer { key, result });
     });
 }
 
 /// Stops the followers (together), then the leader, so the cluster never elects a new
 /// leader among nodes that are about to stop anyway.
-pub(crate) fn spawn_stop_all(
-    ctx: Ctx,
+fn spawn_stop_all(
+    ctx: Caller,
     key: RequestKey,
     followers: Vec<(String, String)>,
     leader: Option<(String, String)>,
@@ -309,6 +293,6 @@ pub(crate) fn spawn_stop_all(
                 ),
             })
         };
-        ctx.report(Done::StoppedAll { key, result });
+        ctx.report(Completion::StoppedAll { key, result });
     });
 }

@@ -3,21 +3,83 @@
 //! (stop, remove); it forwards everything else to the leader and relays the leader's reply
 //! to the client's address, keyed by `(client_id, seq)`.
 
-use crate::ops;
-use crate::server::{unix_ms, Change, Core, Dest, LocalOp, Relay, RequestKey};
+use super::{Change, ClientResult, Effect, Engine, RequestKey, SendTo, Task};
 use myraft_wire::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, ClusterStatus, MemberStatus,
     NodeDetail, PendingJoin, StopTarget,
 };
-use myraft_wire::health::{Health, Role};
+use myraft_wire::health::{Health, ProbeReply, Role};
 use myraft_wire::raft::Member;
 use myraft_wire::Body;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::debug;
 
-impl Core {
-    pub(crate) fn on_client_request(&mut self, request: ClientRequest, src: SocketAddr) {
+/// A client request relayed to the leader, waiting for its reply.
+#[derive(Debug)]
+struct Relay {
+    reply_to: SocketAddr,
+    since: Instant,
+}
+
+/// The router's state: requests relayed to the leader, and requests a task answers.
+#[derive(Debug)]
+pub struct Router {
+    relays: HashMap<RequestKey, Relay>,
+    /// Requests the entrance answers once a task finishes them (stop, remove): the latest
+    /// source address, since a client that retried may have moved.
+    local_ops: HashMap<RequestKey, SocketAddr>,
+    relay_timeout: Duration,
+}
+
+impl Router {
+    /// A relayed request is forgotten after `relay_timeout` without the leader's reply.
+    pub fn new(relay_timeout: Duration) -> Router {
+        Router {
+            relays: HashMap::new(),
+            local_ops: HashMap::new(),
+            relay_timeout,
+        }
+    }
+
+    /// Registers a request a task will answer; `false` if it is a retry of one already
+    /// under way (the answer then goes to the retry's address).
+    pub fn begin_local_op(&mut self, key: RequestKey, src: SocketAddr) -> bool {
+        self.local_ops.insert(key, src).is_none()
+    }
+
+    /// Where to answer a request a task finished, once.
+    pub fn finish_local_op(&mut self, key: RequestKey) -> Option<SocketAddr> {
+        self.local_ops.remove(&key)
+    }
+
+    /// Remembers where to send the leader's reply to a relayed request.
+    pub fn relay(&mut self, key: RequestKey, reply_to: SocketAddr, now: Instant) {
+        self.relays.insert(
+            key,
+            Relay {
+                reply_to,
+                since: now,
+            },
+        );
+    }
+
+    /// Where the leader's reply to `key` goes, once.
+    pub fn take_relay(&mut self, key: RequestKey) -> Option<SocketAddr> {
+        self.relays.remove(&key).map(|r| r.reply_to)
+    }
+
+    /// Forgets relays the leader never answered.
+    pub fn expire(&mut self, now: Instant) {
+        let timeout = self.relay_timeout;
+        self.relays
+            .retain(|_, relay| now.duration_since(relay.since) < timeout);
+    }
+}
+
+impl Engine {
+    pub(super) fn on_client_request(&mut self, request: ClientRequest, src: SocketAddr) {
         let key: RequestKey = (request.client_id, request.seq);
         let result = match &request.op {
             ClientOp::Status => Ok(ClientResponse::Status(self.cluster_status())),
@@ -45,65 +107,66 @@ impl Core {
             | ClientOp::Compact { .. }
             | ClientOp::TransferLeader { .. } => return self.forward(request, src),
         };
-        self.reply(src, key.0, key.1, result);
+        self.reply(src, key, result);
     }
 
-    /// Registers a request a task will answer; `false` if it is a retry of one already
-    /// under way (the answer then goes to the retry's address).
-    fn begin_local_op(&mut self, key: RequestKey, src: SocketAddr) -> bool {
-        if let Some(op) = self.local_ops.get_mut(&key) {
-            op.reply_to = src;
-            return false;
+    /// Answers a request a task (or a change) finished.
+    pub(super) fn answer_local_op(&mut self, key: RequestKey, result: ClientResult) {
+        if let Some(to) = self.router.finish_local_op(key) {
+            self.reply(to, key, result);
         }
-        self.local_ops.insert(key, LocalOp { reply_to: src });
-        true
     }
 
     fn stop(&mut self, key: RequestKey, target: StopTarget, src: SocketAddr) {
-        match target {
-            target @ (StopTarget::Node { .. } | StopTarget::Member { .. }) => {
-                let (name, id) = match target {
-                    StopTarget::Member { name, id } => (name, Some(id)),
-                    StopTarget::Node { name } => (name, None),
-                    StopTarget::All => return,
-                };
-                let found = self
-                    .member_by_name(&name)
-                    .filter(|m| id.is_none_or(|id| m.id == id))
-                    .cloned();
-                let Some(member) = found else {
-                    let what = format!("node {name}");
-                    return self.reply(src, key.0, key.1, Err(ClientError::NotFound { what }));
-                };
-                if self.begin_local_op(key, src) {
-                    ops::spawn_stop(self.ctx(), key, member.name, member.addr);
-                }
-            }
-            StopTarget::All => {
-                if !self.begin_local_op(key, src) {
-                    return;
-                }
-                let leader = self.state.leader;
-                let (leaders, followers): (Vec<&Member>, Vec<&Member>) = self
-                    .state
-                    .members
-                    .values()
-                    .partition(|m| Some(m.id) == leader);
-                let pair = |m: &&Member| (m.name.clone(), m.addr.clone());
-                let followers = followers.iter().map(pair).collect();
-                let leader = leaders.first().map(pair);
-                ops::spawn_stop_all(self.ctx(), key, followers, leader);
-            }
+        let (name, id) = match target {
+            StopTarget::Member { name, id } => (name, Some(id)),
+            StopTarget::Node { name } => (name, None),
+            StopTarget::All => return self.stop_all(key, src),
+        };
+        let found = self
+            .member_by_name(&name)
+            .filter(|m| id.is_none_or(|id| m.id == id))
+            .cloned();
+        let Some(member) = found else {
+            let what = format!("node {name}");
+            return self.reply(src, key, Err(ClientError::NotFound { what }));
+        };
+        if self.router.begin_local_op(key, src) {
+            self.effects.push(Effect::Start(Task::Stop {
+                key,
+                name: member.name,
+                addr: member.addr,
+            }));
         }
+    }
+
+    fn stop_all(&mut self, key: RequestKey, src: SocketAddr) {
+        if !self.router.begin_local_op(key, src) {
+            return;
+        }
+        let leader = self.state.leader;
+        let (leaders, followers): (Vec<&Member>, Vec<&Member>) = self
+            .state
+            .members
+            .values()
+            .partition(|m| Some(m.id) == leader);
+        let pair = |m: &&Member| (m.name.clone(), m.addr.clone());
+        let followers = followers.iter().map(pair).collect();
+        let leader = leaders.first().map(pair);
+        self.effects.push(Effect::Start(Task::StopAll {
+            key,
+            followers,
+            leader,
+        }));
     }
 
     fn remove(&mut self, key: RequestKey, name: String, src: SocketAddr) {
         if self.member_by_name(&name).is_none() {
             let what = format!("node {name}");
-            return self.reply(src, key.0, key.1, Err(ClientError::NotFound { what }));
+            return self.reply(src, key, Err(ClientError::NotFound { what }));
         }
-        if self.begin_local_op(key, src) {
-            self.changes.push_back(Change::Remove {
+        if self.router.begin_local_op(key, src) {
+            self.admission.queue(Change::Remove {
                 name,
                 origin: Some(key),
             });
@@ -111,13 +174,8 @@ impl Core {
         }
     }
 
-    pub(crate) fn on_removed(
-        &mut self,
-        name: String,
-        id: u64,
-        result: Result<ClientResponse, ClientError>,
-    ) {
-        let origin = match self.in_flight.take() {
+    pub(super) fn on_removed(&mut self, name: String, id: u64, result: ClientResult) {
+        let origin = match self.admission.finish() {
             Some(Change::Remove { origin, .. }) => origin,
             _ => None,
         };
@@ -135,51 +193,30 @@ impl Core {
             Err(e) => tracing::warn!(%name, "removing {name} failed: {e}"),
         }
         if let Some(key) = origin {
-            if let Some(op) = self.local_ops.remove(&key) {
-                self.reply(op.reply_to, key.0, key.1, result);
-            }
+            self.answer_local_op(key, result);
         }
         self.start_changes();
     }
 
     fn forward(&mut self, request: ClientRequest, src: SocketAddr) {
         let key = (request.client_id, request.seq);
-        let leader = self.leader_tx.borrow().clone();
         // A leader that missed its last probes may be dead: say "no leader yet" at once, so
         // the client goes on looking (it asks the members too) instead of waiting on a
         // request forwarded into silence.
-        let leader = leader.filter(|l| {
-            self.trackers
-                .get(&l.id)
-                .is_some_and(|t| t.health == Health::Up)
-        });
+        let leader = self.published_leader.clone().filter(|l| self.is_up(l.id));
         let Some(leader) = leader else {
-            return self.reply(
-                src,
-                key.0,
-                key.1,
-                Err(ClientError::NotLeader { hint: None }),
-            );
+            return self.reply(src, key, Err(ClientError::NotLeader { hint: None }));
         };
         debug!(leader = %leader.name, "forwarding {:?} to the leader", request.op);
-        self.relays.insert(
-            key,
-            Relay {
-                reply_to: src,
-                since: Instant::now(),
-            },
-        );
-        self.outbox
-            .push((Dest::Addr(leader.addr), Body::ClientRequest(request)));
+        self.router.relay(key, src, self.now.at);
+        self.send(SendTo::Addr(leader.addr), Body::ClientRequest(request));
     }
 
-    pub(crate) fn on_relayed_reply(&mut self, reply: ClientReply) {
-        match self.relays.remove(&(reply.client_id, reply.seq)) {
-            Some(relay) => self
-                .outbox
-                .push((Dest::Socket(relay.reply_to), Body::ClientReply(reply))),
+    pub(super) fn on_relayed_reply(&mut self, reply: ClientReply) {
+        match self.router.take_relay((reply.client_id, reply.seq)) {
+            Some(to) => self.send(SendTo::Socket(to), Body::ClientReply(reply)),
             None => {
-                self.net.count_drop("unexpected_reply");
+                self.dropped("unexpected_reply");
                 debug!(
                     client_id = reply.client_id,
                     seq = reply.seq,
@@ -190,7 +227,7 @@ impl Core {
     }
 
     fn pending_joins(&self) -> Vec<PendingJoin> {
-        let now = unix_ms();
+        let now = self.now.unix_ms;
         self.state
             .pending
             .iter()
@@ -210,7 +247,7 @@ impl Core {
         if self.state.leader == Some(member.id) {
             return Role::Leader;
         }
-        match self.trackers.get(&member.id).and_then(|t| t.reply.as_ref()) {
+        match self.detector.reply(member.id) {
             // Its last word was "leader", but someone else leads now: that word is stale
             // (it stopped or was cut off before it learned), so it is no longer leading.
             Some(reply) if reply.role == Role::Leader => Role::Follower,
@@ -220,34 +257,34 @@ impl Core {
     }
 
     fn member_status(&self, member: &Member, now: Instant) -> MemberStatus {
-        let tracker = self.trackers.get(&member.id);
-        let reply = tracker.and_then(|t| t.reply.as_ref());
+        let reply = self.detector.reply(member.id);
         MemberStatus {
             id: member.id,
             name: member.name.clone(),
             addr: member.addr.clone(),
             role: self.role_of(member),
             voter: member.voter,
-            health: tracker.map_or(myraft_wire::health::Health::Down, |t| t.health),
+            health: self.detector.health(member.id).unwrap_or(Health::Down),
             term: reply.map_or(0, |r| r.term),
             commit_index: reply.map_or(0, |r| r.commit_index),
             applied_index: reply.map_or(0, |r| r.applied_index),
-            last_contact_ms: tracker
-                .and_then(|t| t.last_contact)
-                .map(|at| now.duration_since(at).as_millis() as u64),
+            last_contact_ms: self
+                .detector
+                .last_contact(member.id)
+                .map(|at| u64::try_from(now.duration_since(at).as_millis()).unwrap_or(u64::MAX)),
         }
     }
 
     /// The address clients should use: the one given, unless it asked for any port.
     fn entrance_addr(&self) -> String {
         match self.config.listen.parse::<SocketAddr>() {
-            Ok(given) if given.port() == 0 => self.net.local_addr().to_string(),
+            Ok(given) if given.port() == 0 => self.local_addr.to_string(),
             _ => self.config.listen.clone(),
         }
     }
 
-    pub(crate) fn cluster_status(&self) -> ClusterStatus {
-        let now = Instant::now();
+    fn cluster_status(&self) -> ClusterStatus {
+        let now = self.now.at;
         let mut members: Vec<MemberStatus> = self
             .state
             .members
@@ -255,14 +292,17 @@ impl Core {
             .map(|m| self.member_status(m, now))
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
-        let replies = || self.trackers.values().filter_map(|t| t.reply.as_ref());
         let commit_index = self
             .state
             .leader
-            .and_then(|id| self.trackers.get(&id))
-            .and_then(|t| t.reply.as_ref())
+            .and_then(|id| self.detector.reply(id))
             .map(|r| r.commit_index)
-            .or_else(|| replies().map(|r| r.commit_index).max())
+            .or_else(|| {
+                self.detector
+                    .replies()
+                    .map(|(_, _, r)| r.commit_index)
+                    .max()
+            })
             .unwrap_or(0);
         ClusterStatus {
             cluster_id: self.state.cluster_id,
@@ -281,16 +321,15 @@ impl Core {
                 what: format!("node {name}"),
             });
         };
-        let tracker = self.trackers.get(&member.id);
-        let reply = tracker.and_then(|t| t.reply.as_ref());
-        let number = |f: fn(&myraft_wire::health::ProbeReply) -> u64| reply.map_or(0, f);
+        let reply = self.detector.reply(member.id);
+        let number = |f: fn(&ProbeReply) -> u64| reply.map_or(0, f);
         Ok(NodeDetail {
             id: member.id,
             name: member.name.clone(),
             addr: member.addr.clone(),
             role: self.role_of(member),
             voter: member.voter,
-            health: tracker.map_or(myraft_wire::health::Health::Down, |t| t.health),
+            health: self.detector.health(member.id).unwrap_or(Health::Down),
             term: number(|r| r.term),
             voted_for: reply.and_then(|r| r.voted_for).map(|id| self.peer_ref(id)),
             leader: reply.and_then(|r| r.leader.clone()),

@@ -13,56 +13,216 @@
 //! working voter, and removing it while another voter is really down would stall the
 //! cluster.
 
-use crate::server::{Change, Core, Dest, EntranceEvent};
+use super::{Change, Engine, EntranceEvent, SendTo};
 use myraft_wire::envelope::SenderId;
 use myraft_wire::health::{Health, Probe, ProbeReply, Role};
 use myraft_wire::raft::{Member, NodeId};
 use myraft_wire::Body;
-use std::collections::BTreeMap;
-use std::time::Instant;
+use rand::RngExt;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Nonces remembered per member: a reply to an older probe is stale news.
 const NONCES_KEPT: usize = 4;
+/// A member is up while its last answer is at most this many probe intervals old.
+const UP_WITHIN_PROBES: u32 = 2;
 
-impl Core {
-    pub(crate) fn on_tick(&mut self) {
-        let now = Instant::now();
-        self.update_health(now);
-        self.review_leader();
-        self.send_probes();
-        self.expire_admission(now);
-        let relay_timeout = self.config.relay_timeout;
-        self.relays
-            .retain(|_, relay| now.duration_since(relay.since) < relay_timeout);
-        self.maybe_auto_remove(now);
-        self.start_changes();
+/// Per member, what the failure detector knows.
+#[derive(Debug)]
+struct Tracker {
+    /// When the entrance started watching this member; "never answered" counts from here.
+    since: Instant,
+    last_contact: Option<Instant>,
+    reply: Option<ProbeReply>,
+    /// Nonces of the last few probes, so that only answers to recent probes count.
+    nonces: VecDeque<u64>,
+    health: Health,
+}
+
+impl Tracker {
+    fn new(now: Instant) -> Self {
+        Self {
+            since: now,
+            last_contact: None,
+            reply: None,
+            nonces: VecDeque::new(),
+            // Unknown until it answers or stays silent long enough to be called down.
+            health: Health::Suspect,
+        }
     }
 
-    fn health_at(&self, tracker: &crate::server::Tracker, now: Instant) -> Health {
-        let up_window = self.config.probe_interval * 2;
+    /// How long it has been silent (since it was first watched, if it never answered).
+    fn silent_for(&self, now: Instant) -> Duration {
+        now.duration_since(self.last_contact.unwrap_or(self.since))
+    }
+}
+
+/// Why a probe reply was not taken: the reason it is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyRefused {
+    /// The reply is about another node than the one that sent it.
+    SenderMismatch,
+    /// The sender is not a member.
+    NotAMember,
+    /// It answers a probe older than the last few.
+    Stale,
+}
+
+impl ReplyRefused {
+    /// The drop counter's name.
+    pub fn reason(self) -> &'static str {
+        match self {
+            ReplyRefused::SenderMismatch => "sender_mismatch",
+            ReplyRefused::NotAMember => "not_a_member",
+            ReplyRefused::Stale => "stale_probe_reply",
+        }
+    }
+}
+
+/// The failure detector's state: one tracker per member, private to it.
+#[derive(Debug)]
+pub struct Detector {
+    trackers: BTreeMap<NodeId, Tracker>,
+    probe_interval: Duration,
+    down_after: Duration,
+}
+
+impl Detector {
+    /// Probes every `probe_interval` (on average); silent for `down_after` is down.
+    pub fn new(probe_interval: Duration, down_after: Duration) -> Detector {
+        Detector {
+            trackers: BTreeMap::new(),
+            probe_interval,
+            down_after,
+        }
+    }
+
+    /// Watches exactly `members`: new ones from `now`, removed ones forgotten.
+    pub fn watch(&mut self, members: &BTreeMap<NodeId, Member>, now: Instant) {
+        self.trackers.retain(|id, _| members.contains_key(id));
+        for id in members.keys() {
+            self.trackers
+                .entry(*id)
+                .or_insert_with(|| Tracker::new(now));
+        }
+    }
+
+    /// A member's health; `None` for a node not watched.
+    pub fn health(&self, id: NodeId) -> Option<Health> {
+        self.trackers.get(&id).map(|t| t.health)
+    }
+
+    /// A member's latest probe reply.
+    pub fn reply(&self, id: NodeId) -> Option<&ProbeReply> {
+        self.trackers.get(&id).and_then(|t| t.reply.as_ref())
+    }
+
+    /// Every member's latest reply, with its health.
+    pub fn replies(&self) -> impl Iterator<Item = (NodeId, Health, &ProbeReply)> {
+        self.trackers
+            .iter()
+            .filter_map(|(id, t)| t.reply.as_ref().map(|r| (*id, t.health, r)))
+    }
+
+    /// When a member last answered.
+    pub fn last_contact(&self, id: NodeId) -> Option<Instant> {
+        self.trackers.get(&id).and_then(|t| t.last_contact)
+    }
+
+    /// How long a watched member has been silent.
+    pub fn silent_for(&self, id: NodeId, now: Instant) -> Option<Duration> {
+        self.trackers.get(&id).map(|t| t.silent_for(now))
+    }
+
+    fn health_at(&self, tracker: &Tracker, now: Instant) -> Health {
+        let up_window = self.probe_interval * UP_WITHIN_PROBES;
         if tracker
             .last_contact
             .is_some_and(|at| now.duration_since(at) <= up_window)
         {
             return Health::Up;
         }
-        let silent = now.duration_since(tracker.last_contact.unwrap_or(tracker.since));
-        if silent >= self.config.down_after {
+        if tracker.silent_for(now) >= self.down_after {
             Health::Down
         } else {
             Health::Suspect
         }
     }
 
-    fn set_health(&mut self, id: u64, health: Health) {
-        let Some(tracker) = self.trackers.get_mut(&id) else {
-            return;
-        };
-        if tracker.health == health {
-            return;
+    /// The health every member has at `now`: those that changed, and are now recorded so.
+    pub fn review(&mut self, now: Instant) -> Vec<(NodeId, Health)> {
+        let verdicts: Vec<(NodeId, Health)> = self
+            .trackers
+            .iter()
+            .map(|(id, t)| (*id, self.health_at(t, now)))
+            .filter(|(id, h)| self.trackers.get(id).is_some_and(|t| t.health != *h))
+            .collect();
+        for (id, health) in &verdicts {
+            if let Some(t) = self.trackers.get_mut(id) {
+                t.health = *health;
+            }
         }
-        tracker.health = health;
+        verdicts
+    }
+
+    /// A new probe nonce for member `id` (never 0, which stands for "unsolicited").
+    pub fn next_nonce(&mut self, id: NodeId, rng: &mut impl RngExt) -> Option<u64> {
+        let tracker = self.trackers.get_mut(&id)?;
+        let mut nonce = 0;
+        while nonce == 0 {
+            nonce = rng.random();
+        }
+        if tracker.nonces.len() == NONCES_KEPT {
+            tracker.nonces.pop_front();
+        }
+        tracker.nonces.push_back(nonce);
+        Some(nonce)
+    }
+
+    /// Takes a reply to one of the recent probes (or an unsolicited one, nonce 0): the
+    /// member is up. Returns whether its health changed to up.
+    pub fn on_reply(
+        &mut self,
+        from: SenderId,
+        reply: ProbeReply,
+        now: Instant,
+    ) -> Result<bool, ReplyRefused> {
+        if from != reply.id {
+            return Err(ReplyRefused::SenderMismatch);
+        }
+        let tracker = self
+            .trackers
+            .get_mut(&reply.id)
+            .ok_or(ReplyRefused::NotAMember)?;
+        if reply.nonce != 0 && !tracker.nonces.contains(&reply.nonce) {
+            return Err(ReplyRefused::Stale);
+        }
+        tracker.last_contact = Some(now);
+        tracker.reply = Some(reply);
+        let changed = tracker.health != Health::Up;
+        tracker.health = Health::Up;
+        Ok(changed)
+    }
+}
+
+impl Engine {
+    /// A probe round: health, the leader, probes out, forgetting, auto-removal, and the
+    /// next configuration change if one waits.
+    pub(super) fn on_tick(&mut self) {
+        let now = self.now.at;
+        for (id, health) in self.detector.review(now) {
+            self.health_changed(id, health);
+        }
+        self.review_leader();
+        self.send_probes();
+        self.expire_admission(now);
+        self.router.expire(now);
+        self.maybe_auto_remove(now);
+        self.start_changes();
+    }
+
+    fn health_changed(&mut self, id: NodeId, health: Health) {
         let name = self.peer_ref(id).name;
         match health {
             Health::Up => info!(%name, "{name} is up"),
@@ -72,84 +232,58 @@ impl Core {
         self.emit(EntranceEvent::Health { id, name, health });
     }
 
-    fn update_health(&mut self, now: Instant) {
-        let verdicts: Vec<(u64, Health)> = self
-            .trackers
-            .iter()
-            .map(|(id, t)| (*id, self.health_at(t, now)))
-            .collect();
-        for (id, health) in verdicts {
-            self.set_health(id, health);
-        }
-    }
-
     /// Drops a leader that went down and picks the strongest fresh claim.
     fn review_leader(&mut self) {
         let term = self.state.term;
         if let Some(leader) = self.state.leader {
             if self
-                .trackers
-                .get(&leader)
-                .is_none_or(|t| t.health == Health::Down)
+                .detector
+                .health(leader)
+                .is_none_or(|h| h == Health::Down)
             {
                 self.set_leader(None, term);
             }
         }
         let best = self
-            .trackers
-            .iter()
-            .filter(|(_, t)| t.health != Health::Down)
-            .filter_map(|(id, t)| t.reply.as_ref().map(|r| (*id, r)))
-            .filter(|(_, r)| r.role == Role::Leader && r.term >= term)
-            .max_by_key(|(_, r)| r.term)
-            .map(|(id, r)| (id, r.term));
+            .detector
+            .replies()
+            .filter(|(_, health, _)| *health != Health::Down)
+            .filter(|(_, _, r)| r.role == Role::Leader && r.term >= term)
+            .max_by_key(|(_, _, r)| r.term)
+            .map(|(id, _, r)| (id, r.term));
         if let Some((id, term)) = best {
             self.set_leader(Some(id), term);
         }
     }
 
     fn send_probes(&mut self) {
-        for member in self.state.members.values() {
-            let Some(tracker) = self.trackers.get_mut(&member.id) else {
-                continue;
-            };
-            let mut nonce = 0;
-            while nonce == 0 {
-                nonce = rand::random();
+        let members: Vec<(NodeId, String)> = self
+            .state
+            .members
+            .values()
+            .map(|m| (m.id, m.addr.clone()))
+            .collect();
+        for (id, addr) in members {
+            if let Some(nonce) = self.detector.next_nonce(id, &mut self.rng) {
+                self.send(SendTo::Addr(addr), Body::Probe(Probe { nonce }));
             }
-            if tracker.nonces.len() == NONCES_KEPT {
-                tracker.nonces.pop_front();
-            }
-            tracker.nonces.push_back(nonce);
-            self.outbox.push((
-                Dest::Addr(member.addr.clone()),
-                Body::Probe(Probe { nonce }),
-            ));
         }
     }
 
-    pub(crate) fn on_probe_reply(&mut self, from: SenderId, reply: ProbeReply) {
-        let now = Instant::now();
+    pub(super) fn on_probe_reply(&mut self, from: SenderId, reply: ProbeReply) {
         let id = reply.id;
-        if from != id {
-            self.net.count_drop("sender_mismatch");
-            debug!(from, id, "probe reply about another node than its sender");
-            return;
-        }
-        let Some(tracker) = self.trackers.get_mut(&id) else {
-            self.net.count_drop("not_a_member");
-            debug!(name = %reply.name, "probe reply from a node that is not a member");
-            return;
-        };
-        if reply.nonce != 0 && !tracker.nonces.contains(&reply.nonce) {
-            self.net.count_drop("stale_probe_reply");
-            return;
-        }
-        tracker.last_contact = Some(now);
         let (role, term) = (reply.role, reply.term);
         let membership = reply.membership.members.clone();
-        tracker.reply = Some(reply);
-        self.set_health(id, Health::Up);
+        let name = reply.name.clone();
+        match self.detector.on_reply(from, reply, self.now.at) {
+            Ok(true) => self.health_changed(id, Health::Up),
+            Ok(false) => {}
+            Err(refused) => {
+                self.dropped(refused.reason());
+                debug!(from, id, %name, "probe reply refused: {refused:?}");
+                return;
+            }
+        }
 
         if role == Role::Leader && term >= self.state.term {
             self.set_leader(Some(id), term);
@@ -189,19 +323,18 @@ impl Core {
         let Some(after) = self.config.auto_remove_after else {
             return;
         };
-        if self.in_flight.is_some() || !self.changes.is_empty() {
+        if self.admission.busy() {
             return;
         }
         let Some(view) = self.leader_view() else {
             return;
         };
         let candidate = self.state.members.values().find(|m| {
-            let Some(t) = self.trackers.get(&m.id) else {
-                return false;
-            };
-            let silent = now.duration_since(t.last_contact.unwrap_or(t.since));
-            t.health == Health::Down
-                && silent >= after
+            self.detector.health(m.id) == Some(Health::Down)
+                && self
+                    .detector
+                    .silent_for(m.id, now)
+                    .is_some_and(|s| s >= after)
                 && may_auto_remove(&self.state.members, m.id, &view)
         });
         if let Some(name) = candidate.map(|m| m.name.clone()) {
@@ -210,8 +343,7 @@ impl Core {
                 "{name} has been down for longer than --auto-remove-after-ms and the leader \
                  does not hear it either; removing it"
             );
-            self.changes
-                .push_back(Change::Remove { name, origin: None });
+            self.admission.queue(Change::Remove { name, origin: None });
         }
     }
 
@@ -219,12 +351,12 @@ impl Core {
     /// misses probes, since its account is then as old as that reply.
     fn leader_view(&self) -> Option<LeaderView<'_>> {
         let leader = self.state.leader?;
+        if !self.is_up(leader) {
+            return None;
+        }
         let reply = self
-            .trackers
-            .get(&leader)
-            .filter(|t| t.health == Health::Up)?
-            .reply
-            .as_ref()
+            .detector
+            .reply(leader)
             .filter(|r| r.role == Role::Leader)?;
         Some(LeaderView {
             leader,
