@@ -22,14 +22,18 @@ pub struct JoinRequest {
     pub node_id: Option<NodeId>,
 }
 
+/// The entrance's answer to a [`JoinRequest`]. Also sent unprompted, as soon as the verdict
+/// is decided, to the address of the node's last request; the node takes the first that comes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinResponse {
     /// The cluster the node now belongs to; it keeps this in its data dir and drops
     /// datagrams of any other cluster.
     pub cluster_id: ClusterId,
+    /// Whether the node may join. Only `Pending` makes it ask again.
     pub decision: JoinDecision,
 }
 
+/// The entrance's verdict on a join.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum JoinDecision {
     /// Admitted. The leader adds the node as a learner and promotes it once it caught up.
@@ -41,8 +45,15 @@ pub enum JoinDecision {
         membership: Membership,
     },
     /// Waiting for an operator's `approve`; the node asks again later and says it waits.
-    Pending { waiting_ms: u64 },
+    Pending {
+        /// Milliseconds since the node's first request, by the entrance's wall clock; it
+        /// survives an entrance restart.
+        waiting_ms: u64,
+    },
     /// Refused for good (for example an operator's `reject` or a taken name). The node exits
     /// and shows `reason`.
-    Rejected { reason: String },
+    Rejected {
+        /// Why, in words for the operator.
+        reason: String,
+    },
 }

@@ -47,10 +47,20 @@ const TAG_PREFIX: [u8; 2] = [0xc4, TAG_LEN as u8];
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// Why [`encode`] produced no datagram. Nothing was sent; the caller decides whether to
+/// split the message or give up.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
+    /// The encoded datagram would be longer than [`MAX_DATAGRAM`].
     #[error("datagram of {len} bytes exceeds the {max}-byte limit; split the message")]
-    Oversized { len: usize, max: usize },
+    Oversized {
+        /// Bytes the whole datagram would take, tag included.
+        len: usize,
+        /// The limit it passed: [`MAX_DATAGRAM`].
+        max: usize,
+    },
+    /// MessagePack could not write the body; the serializer's message. A bug, not a
+    /// condition of the network.
     #[error("cannot serialize message: {0}")]
     Serialize(String),
 }
@@ -59,24 +69,56 @@ pub enum EncodeError {
 /// counters.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// A datagram of no bytes at all.
     #[error("empty datagram")]
     Empty,
+    /// Longer than [`MAX_DATAGRAM`]; a receiver sees it only if its buffer is larger.
     #[error("datagram of {len} bytes exceeds the {MAX_DATAGRAM}-byte limit")]
-    Oversized { len: usize },
+    Oversized {
+        /// Bytes received.
+        len: usize,
+    },
+    /// Ends inside the header, or leaves no room for a body and the tag.
     #[error("datagram of {len} bytes ends before its header and tag")]
-    Truncated { len: usize },
+    Truncated {
+        /// Bytes received.
+        len: usize,
+    },
+    /// Not shaped like an envelope: not an array, a header field that is not an unsigned
+    /// integer, or the wrong number of fields for this version.
     #[error("not a MyRaft datagram: {detail}")]
-    Malformed { detail: &'static str },
+    Malformed {
+        /// Which check failed.
+        detail: &'static str,
+    },
+    /// Sent under another protocol version; nothing after the version was read.
     #[error(
         "protocol version {got}, this build speaks {PROTOCOL_VERSION}; upgrade the older side"
     )]
-    WrongVersion { got: u64 },
+    WrongVersion {
+        /// The sender's version.
+        got: u64,
+    },
+    /// Meant for another cluster, or [`UNKNOWN_CLUSTER`] on a body that only a member may
+    /// send ([`Body::allowed_before_join`]).
     #[error("datagram of cluster {got:016x}, this is cluster {expected:016x}")]
-    WrongCluster { got: ClusterId, expected: ClusterId },
+    WrongCluster {
+        /// The cluster id in the envelope.
+        got: ClusterId,
+        /// The receiver's own.
+        expected: ClusterId,
+    },
+    /// The tag does not authenticate the bytes: corrupted on the way, forged, or sent under
+    /// another cluster key. The body was not parsed.
     #[error("authentication tag does not match: corrupted, or sent with another cluster key")]
     BadTag,
+    /// The tag matched but the body does not parse, or bytes follow it. The sender holds
+    /// the key, so this is a bug or version skew, not an attack.
     #[error("authenticated datagram with an unreadable body: {detail}")]
-    BadBody { detail: String },
+    BadBody {
+        /// The deserializer's message, or which check failed.
+        detail: String,
+    },
 }
 
 impl DecodeError {

@@ -28,10 +28,15 @@ pub struct Envelope {
     /// [`crate::codec::PROTOCOL_VERSION`] of the sender. Always the first field, in every
     /// version, so a receiver can tell "newer protocol" from "garbage".
     pub version: u16,
+    /// The sender's cluster, or [`UNKNOWN_CLUSTER`] before it learned one.
+    /// [`crate::codec::decode`] checks it against the receiver's before the tag.
     pub cluster_id: ClusterId,
+    /// The sender's id: what replay protection keys its window by. Nodes send their
+    /// [`crate::raft::NodeId`], so a receiver may check it against what the body claims.
     pub from: SenderId,
     /// Increases with every datagram a sender sends (see [`crate::replay`]).
     pub msg_id: u64,
+    /// The message itself.
     pub body: Body,
     /// Filled in by [`crate::codec::encode`]; what [`crate::codec::decode`] verified.
     #[serde(with = "serde_bytes")]
@@ -55,14 +60,24 @@ impl Envelope {
 /// Everything a datagram can carry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
+    /// Between members: elections and replication.
     Raft(RaftMessage),
+    /// From a node to the entrance, until it has a final verdict.
     JoinRequest(JoinRequest),
+    /// From the entrance to a node that asked to join.
     JoinResponse(JoinResponse),
+    /// From the entrance to every member, every probe interval.
     Probe(Probe),
+    /// From a node to the entrance: the answer to a probe, or unprompted news of a leader
+    /// or a new term.
     ProbeReply(ProbeReply),
+    /// From a client, or the entrance, to a node or the entrance.
     ClientRequest(ClientRequest),
+    /// The answer to a [`ClientRequest`], sent to the address the request came from.
     ClientReply(ClientReply),
+    /// From a leader to a follower: a piece of the state store.
     SnapshotChunk(SnapshotChunk),
+    /// From the follower back to the leader: how much of the stream arrived.
     SnapshotChunkAck(SnapshotChunkAck),
 }
 

@@ -8,15 +8,21 @@ use std::collections::BTreeMap;
 /// A server as humans and machines both need to name it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRef {
+    /// The server's id.
     pub id: NodeId,
+    /// Its name, or its id in hex if the sender does not know the name (not a member of
+    /// the configuration it knows).
     pub name: String,
 }
 
 /// What a server currently does in Raft.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Role {
+    /// Leads its term: takes writes and replicates the log.
     Leader,
+    /// A voter that follows a leader, or waits for one.
     Follower,
+    /// A voter campaigning for leadership, PreVote included.
     Candidate,
     /// Receives the log but neither votes nor counts towards commit.
     Learner,
@@ -37,9 +43,12 @@ impl Role {
 /// The entrance's failure-detector verdict on a member.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Health {
+    /// Answered a probe within the last two probe intervals.
     Up,
     /// Missed recent probes but not yet for `--down-after-ms`.
     Suspect,
+    /// Silent for `--down-after-ms` or longer (counted from when the entrance began to
+    /// watch it, if it never answered). The entrance does not take it for the leader.
     Down,
 }
 
@@ -61,23 +70,38 @@ pub struct Probe {
     pub nonce: u64,
 }
 
+/// A node's answer to a [`Probe`]. A node also sends one unprompted, with nonce 0, to every
+/// entrance when it becomes leader or enters a new term, so the entrance learns at once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeReply {
+    /// The probe's nonce, or 0 for an unprompted reply. The entrance ignores replies to
+    /// any but its last few probes.
     pub nonce: u64,
+    /// The replying node; the entrance drops a reply whose envelope comes from another id.
     pub id: NodeId,
+    /// The node's name.
     pub name: String,
+    /// What it does in Raft right now.
     pub role: Role,
+    /// Its current term.
     pub term: Term,
+    /// The candidate it voted for in `term`, if any.
     pub voted_for: Option<NodeId>,
+    /// The leader it follows (itself, if it leads); `None` if it knows none in `term`.
     pub leader: Option<PeerRef>,
+    /// The highest log index it knows committed; may run ahead of what it applied.
     pub commit_index: Index,
+    /// The highest log index its state store has applied.
     pub applied_index: Index,
+    /// The index of its last log entry (or of its snapshot, if no entry follows).
     pub last_log_index: Index,
+    /// Its log is compacted through this index; 0 if never.
     pub snapshot_index: Index,
     /// Size of the log on disk.
     pub log_bytes: u64,
     /// Size of the whole data dir (log, snapshots, metadata).
     pub data_dir_bytes: u64,
+    /// Milliseconds since the node process started.
     pub uptime_ms: u64,
     /// Datagrams this node dropped as bad, foreign or replayed since it started.
     pub dropped_datagrams: u64,
@@ -108,6 +132,7 @@ pub struct StoreStats {
     pub keys: u64,
     /// Committed entries not yet applied.
     pub apply_lag: u64,
+    /// Snapshot streams under way to or from this node.
     pub transfers: Vec<Transfer>,
 }
 
@@ -118,11 +143,13 @@ pub struct Transfer {
     pub peer: String,
     /// True on the sender, false on the receiver.
     pub sending: bool,
+    /// The log position the snapshot stands for.
     pub snapshot_index: Index,
     /// Bytes acknowledged (sender) or received (receiver).
     pub bytes_done: u64,
     /// The sender's estimate of the whole stream; 0 while it knows nothing yet.
     pub bytes_total: u64,
+    /// Milliseconds since the transfer started, counted in ticks of the node's loop.
     pub elapsed_ms: u64,
     /// The stream continues a partial store the receiver kept, from after this revision;
     /// 0 for a stream from the start.

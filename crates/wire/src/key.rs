@@ -24,45 +24,82 @@ pub struct ClusterKey([u8; ClusterKey::LEN]);
 /// A key read from a file, with anything about the file the operator should hear of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LoadedKey {
+    /// The key the file holds.
     pub key: ClusterKey,
     /// The file is usable but unsafe, e.g. readable by other users. The caller logs it.
     pub warning: Option<KeyWarning>,
 }
 
+/// Something wrong with a key file that still lets the key load.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyWarning {
+    /// Users other than the owner may read the file (Unix only).
     #[error(
         "key file {path} has mode {mode:04o}, so other users can read the cluster secret; \
          run `chmod 600 {path}`"
     )]
-    LoosePermissions { path: PathBuf, mode: u32 },
+    LoosePermissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits (`st_mode & 0o777`).
+        mode: u32,
+    },
 }
 
+/// Why a key could not be read, parsed or written. The messages say what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
+    /// [`ClusterKey::from_file`]: there is no such file.
     #[error(
         "key file {path} does not exist; create one with `myraft keygen {path}`, or leave out \
          --key-file to use the lab default key"
     )]
-    Missing { path: PathBuf },
+    Missing {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// [`ClusterKey::to_file`]: the file exists already and was left as it was.
     #[error(
         "key file {path} already exists; refusing to overwrite a cluster key (nodes holding it \
          would be locked out). Remove it first if you really mean to replace it"
     )]
-    AlreadyExists { path: PathBuf },
+    AlreadyExists {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// Any other failure of the file system.
     #[error("cannot {action} key file {path}: {source}")]
     Io {
+        /// What failed: `create`, `write` or `read`.
         action: &'static str,
+        /// The key file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: io::Error,
     },
+    /// The file holds nothing but comments and blank lines.
     #[error("key file {path} holds no key; expected one line of 64 hex digits")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The text is not hex digits, or a file holds more than one key line.
     #[error("key {origin} is not valid hex ({detail}); expected 64 hex digits (32 bytes)")]
-    BadHex { origin: String, detail: String },
+    BadHex {
+        /// Where the text came from, as the message shows it: `text`, or `in file PATH`.
+        origin: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// The hex is fine but does not decode to [`ClusterKey::LEN`] bytes.
     #[error("key {origin} has {got} bytes, expected 32 (64 hex digits)")]
-    BadLength { origin: String, got: usize },
+    BadLength {
+        /// Where the text came from, as in `BadHex`.
+        origin: String,
+        /// How many bytes it decoded to.
+        got: usize,
+    },
 }
 
 impl ClusterKey {
@@ -76,6 +113,7 @@ impl ClusterKey {
         Self(bytes)
     }
 
+    /// A key of exactly these bytes.
     pub const fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
         Self(bytes)
     }
@@ -85,10 +123,13 @@ impl ClusterKey {
         Self(LAB_DEFAULT)
     }
 
+    /// Whether this is [`ClusterKey::lab_default`]: it protects nothing, so servers that run
+    /// with it warn.
     pub fn is_lab_default(&self) -> bool {
         self.0 == LAB_DEFAULT
     }
 
+    /// The secret itself, for the codec's HMAC. Never show it.
     pub fn as_bytes(&self) -> &[u8; Self::LEN] {
         &self.0
     }
@@ -103,10 +144,13 @@ impl ClusterKey {
         hex_encode(&digest[..6])
     }
 
+    /// The secret as 64 lowercase hex digits, as a key file holds it. Never log it; show
+    /// [`ClusterKey::fingerprint`] instead.
     pub fn to_hex(&self) -> String {
         hex_encode(&self.0)
     }
 
+    /// Parses 64 hex digits of either case; whitespace around them is ignored.
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
         Self::parse_hex(text.trim(), "text")
     }

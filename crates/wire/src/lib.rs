@@ -23,6 +23,8 @@
 //!
 //! Nothing in this crate knows how Raft works; it only knows how its messages look.
 
+#![warn(missing_docs)]
+
 pub mod admission;
 pub mod client;
 pub mod codec;

@@ -22,12 +22,24 @@ const WORDS: usize = 4;
 /// order the network may shuffle.
 pub const WINDOW: u64 = (WORDS * 64) as u64;
 
+/// Why a datagram's id was refused; the datagram is to be dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
+    /// The id is inside the window and was accepted before: a duplicate or a replay.
     #[error("message id {msg_id} was already received")]
-    Replayed { msg_id: u64 },
+    Replayed {
+        /// The id refused.
+        msg_id: u64,
+    },
+    /// The id is [`WINDOW`] or more below the newest accepted, where the window no longer
+    /// remembers whether it was seen.
     #[error("message id {msg_id} is older than the replay window (newest {newest})")]
-    TooOld { msg_id: u64, newest: u64 },
+    TooOld {
+        /// The id refused.
+        msg_id: u64,
+        /// The highest id accepted from this sender.
+        newest: u64,
+    },
 }
 
 /// The window for one sender. Bit `id % WINDOW` of the ring says whether `id` was seen, for
@@ -39,6 +51,7 @@ pub struct ReplayWindow {
 }
 
 impl ReplayWindow {
+    /// A window that has seen nothing: it accepts any first id.
     pub fn new() -> Self {
         Self::default()
     }
@@ -114,10 +127,13 @@ pub struct ReplayFilter {
 }
 
 impl ReplayFilter {
+    /// A filter that knows no sender yet.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// [`ReplayWindow::accept`] in the window of `from`, which is created on its first
+    /// datagram.
     pub fn accept(&mut self, from: SenderId, msg_id: u64) -> Result<(), ReplayError> {
         self.windows.entry(from).or_default().accept(msg_id)
     }
@@ -127,6 +143,8 @@ impl ReplayFilter {
         self.windows.remove(&from);
     }
 
+    /// How many senders have a window. Windows are never dropped but by
+    /// [`ReplayFilter::forget`], so this grows with every sender ever accepted.
     pub fn senders(&self) -> usize {
         self.windows.len()
     }

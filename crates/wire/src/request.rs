@@ -83,10 +83,12 @@ pub struct ClientOptions {
     /// How long the first attempt waits for an answer before it is sent again; doubles with
     /// every silent attempt up to `max_attempt_timeout`.
     pub attempt_timeout: Duration,
+    /// The most any one attempt waits, however many went unanswered before it.
     pub max_attempt_timeout: Duration,
     /// The pause before retrying after an answer that says "not now" (no leader yet,
     /// unavailable, server-side timeout); doubles up to `max_backoff`, with jitter.
     pub backoff: Duration,
+    /// The longest such pause, before jitter.
     pub max_backoff: Duration,
     /// While the client looks for a leader (the one it knew went silent, or the cluster
     /// has none), how long each round that asks the entrance and every member at once waits
@@ -123,10 +125,20 @@ impl ClientOptions {
     }
 }
 
+/// Why [`Client::request`] gave up.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
+    /// [`ClientOptions::timeout`] passed without a final answer. A write may or may not
+    /// have been applied.
     #[error("no answer from {} within {ms} ms", describe_tried(.tried))]
-    Timeout { ms: u64, tried: Vec<Target> },
+    Timeout {
+        /// The overall timeout, in milliseconds.
+        ms: u64,
+        /// Every target sent to, in the order first tried.
+        tried: Vec<Target>,
+    },
+    /// The cluster answered with an error retrying will not cure. `NotLeader`,
+    /// `Unavailable` and `Timeout` never end up here: they are retried until the deadline.
     #[error(transparent)]
     Server(ClientError),
     /// The write was sent `attempts` times and the server had forgotten the session when it
@@ -136,9 +148,16 @@ pub enum RequestError {
          forgot this client's session meanwhile, so it may or may not have been applied; \
          read the key to find out"
     )]
-    Indeterminate { attempts: u32 },
+    Indeterminate {
+        /// Copies of the write handed to the network under its `(client_id, seq)`.
+        attempts: u32,
+    },
+    /// The socket could not be set up, or [`Client::new`] got no entrance. A failed send
+    /// is not reported: it counts as silence from that target.
     #[error("network error: {0}")]
     Io(#[from] std::io::Error),
+    /// The request could not be encoded, in practice because it does not fit a datagram
+    /// ([`MAX_DATAGRAM`]). Nothing was sent.
     #[error(transparent)]
     Encode(#[from] EncodeError),
 }
@@ -159,13 +178,16 @@ impl RequestError {
 /// Where one attempt of a request went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// One of the entrances given to [`Client::new`].
     Entrance(SocketAddr),
+    /// The leader the client had learned.
     Leader(SocketAddr),
     /// A member asked while the client looked for the leader.
     Member(SocketAddr),
 }
 
 impl Target {
+    /// The address the attempt was sent to, whatever the kind of target.
     pub fn addr(self) -> SocketAddr {
         match self {
             Target::Entrance(a) | Target::Leader(a) | Target::Member(a) => a,
@@ -381,6 +403,8 @@ impl Client {
         })
     }
 
+    /// The id the next request goes out under, also the envelope's sender id. Random;
+    /// replaced when the cluster forgot the session and the client opens a new one.
     pub fn client_id(&self) -> ClientId {
         self.inner.shared.client_id.load(Ordering::Relaxed)
     }
@@ -396,10 +420,12 @@ impl Client {
         self.leader().addr
     }
 
+    /// The entrance addresses, as given to [`Client::new`].
     pub fn entrances(&self) -> &[SocketAddr] {
         &self.inner.entrances
     }
 
+    /// The timing the client was created with.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.opts
     }

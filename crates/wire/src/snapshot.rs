@@ -20,15 +20,20 @@ use serde::{Deserialize, Serialize};
 /// chunk's own fields, rounded up generously. A test checks it against the real encoding.
 pub const CHUNK_OVERHEAD: usize = 160;
 
+/// One piece of a snapshot stream, from a leader to a follower; answered with a
+/// [`SnapshotChunkAck`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotChunk {
     /// With `snapshot_term`, names the transfer: the log position the snapshot ends at.
     pub snapshot_index: Index,
+    /// The term of the entry at `snapshot_index`.
     pub snapshot_term: Term,
     /// The sender's term as leader: the finished snapshot is taken as its message.
     pub leader_term: Term,
     /// Where `data` starts within the stream.
     pub offset: u64,
+    /// The stream's bytes from `offset` on, at most [`max_chunk_data`] of the payload
+    /// budget; empty only in a final chunk.
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     /// Set on the chunk that ends the stream.
@@ -61,8 +66,11 @@ impl SnapshotChunk {
 /// The name of one transfer's stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamId {
+    /// The log index the snapshot ends at.
     pub index: Index,
+    /// The term of the entry at `index`.
     pub term: Term,
+    /// 0 for a whole stream; otherwise the revision it continues after.
     pub after_revision: u64,
 }
 
@@ -71,15 +79,20 @@ pub struct StreamId {
 /// the same rows there can send only what follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResumePoint {
+    /// The last revision row the partial store holds; 0 asks for a whole stream.
     pub after_revision: u64,
+    /// The compaction point of the state the partial store was streamed from.
     pub compacted_before: u64,
     /// CRC-32 of the row at `after_revision`: a cheap check that both sides mean one row.
     pub row_crc: u32,
 }
 
+/// The receiver's answer to every chunk: how much of the stream has arrived, in order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotChunkAck {
+    /// The `snapshot_index` of the chunk answered.
     pub snapshot_index: Index,
+    /// The `snapshot_term` of the chunk answered.
     pub snapshot_term: Term,
     /// Every byte before this has arrived; the sender continues (or resends) from here. 0
     /// for a transfer the receiver does not know: the sender starts a new one.
@@ -96,6 +109,7 @@ pub struct SnapshotChunkAck {
 }
 
 impl SnapshotChunkAck {
+    /// The stream acknowledged; a sender ignores acks of any stream but the one it sends.
     pub fn stream(&self) -> StreamId {
         StreamId {
             index: self.snapshot_index,
@@ -155,16 +169,24 @@ pub fn split(
     }
 }
 
+/// Why [`ChunkReceiver::offer`] refused a chunk.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
+    /// The stream grew past the receiver's limit. The transfer is forgotten, so its next
+    /// chunk is answered "from the start".
     #[error("snapshot stream passes the limit of {limit} bytes")]
-    TooLarge { limit: u64 },
+    TooLarge {
+        /// The limit, in bytes, given to [`ChunkReceiver::new`].
+        limit: u64,
+    },
 }
 
 /// The bytes a chunk added to the stream, in order.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Accepted {
+    /// Where `data` starts in the stream: always where the bytes accepted before ended.
     pub offset: u64,
+    /// The new bytes.
     pub data: Vec<u8>,
     /// The stream ends with these bytes.
     pub done: bool,

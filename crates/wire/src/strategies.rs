@@ -53,18 +53,22 @@ pub fn num() -> BoxedStrategy<u64> {
     .boxed()
 }
 
+/// Names: mostly of the usual shape (`n1`, `db-3`), sometimes any short string.
 pub fn name() -> BoxedStrategy<String> {
     prop_oneof!["[a-z][a-z0-9-]{0,8}", ".{0,12}"].boxed()
 }
 
+/// Strings shaped like `ip:port`, not always valid ones (octets and ports may overflow).
 pub fn addr() -> BoxedStrategy<String> {
     "[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}\\.[0-9]{1,3}:[0-9]{1,5}".boxed()
 }
 
+/// Any bytes, at most `max` of them.
 pub fn bytes(max: usize) -> BoxedStrategy<Vec<u8>> {
     vec(any::<u8>(), 0..=max).boxed()
 }
 
+/// A member with any id, name, address and voter flag.
 pub fn member() -> BoxedStrategy<Member> {
     (num(), name(), addr(), any::<bool>())
         .prop_map(|(id, name, addr, voter)| Member {
@@ -76,6 +80,7 @@ pub fn member() -> BoxedStrategy<Member> {
         .boxed()
 }
 
+/// Up to four members, each under its own id.
 pub fn membership() -> BoxedStrategy<Membership> {
     btree_map(num(), member(), 0..5)
         .prop_map(|members| Membership {
@@ -85,6 +90,8 @@ pub fn membership() -> BoxedStrategy<Membership> {
         .boxed()
 }
 
+/// An entry with any term and index, carrying a no-op, a command of up to 64 bytes or a
+/// configuration.
 pub fn entry() -> BoxedStrategy<Entry> {
     let payload = prop_oneof![
         Just(EntryPayload::Noop),
@@ -100,6 +107,8 @@ pub fn entry() -> BoxedStrategy<Entry> {
         .boxed()
 }
 
+/// Every [`RaftBody`] variant: up to three entries per `AppendEntries`, up to 256 bytes of
+/// snapshot data.
 pub fn raft_body() -> BoxedStrategy<RaftBody> {
     prop_oneof![
         (num(), num(), any::<bool>(), any::<bool>()).prop_map(|(i, t, pre_vote, transfer)| {
@@ -154,6 +163,7 @@ pub fn raft_body() -> BoxedStrategy<RaftBody> {
     .boxed()
 }
 
+/// A [`RaftMessage`] with any sender, receiver, term and body.
 pub fn raft_message() -> BoxedStrategy<RaftMessage> {
     (num(), num(), num(), raft_body())
         .prop_map(|(from, to, term, body)| RaftMessage {
@@ -165,6 +175,7 @@ pub fn raft_message() -> BoxedStrategy<RaftMessage> {
         .boxed()
 }
 
+/// A join request, with or without a node id.
 pub fn join_request() -> BoxedStrategy<JoinRequest> {
     (name(), addr(), option::of(num()))
         .prop_map(|(name, addr, node_id)| JoinRequest {
@@ -175,6 +186,7 @@ pub fn join_request() -> BoxedStrategy<JoinRequest> {
         .boxed()
 }
 
+/// A join response with each [`JoinDecision`] variant.
 pub fn join_response() -> BoxedStrategy<JoinResponse> {
     let decision = prop_oneof![
         (num(), membership()).prop_map(|(node_id, membership)| JoinDecision::Accepted {
@@ -192,6 +204,7 @@ pub fn join_response() -> BoxedStrategy<JoinResponse> {
         .boxed()
 }
 
+/// Every [`Role`], each equally likely.
 pub fn role() -> BoxedStrategy<Role> {
     prop_oneof![
         Just(Role::Leader),
@@ -202,20 +215,24 @@ pub fn role() -> BoxedStrategy<Role> {
     .boxed()
 }
 
+/// Every [`Health`], each equally likely.
 pub fn health() -> BoxedStrategy<Health> {
     prop_oneof![Just(Health::Up), Just(Health::Suspect), Just(Health::Down)].boxed()
 }
 
+/// A [`PeerRef`] with any id and name.
 pub fn peer_ref() -> BoxedStrategy<PeerRef> {
     (num(), name())
         .prop_map(|(id, name)| PeerRef { id, name })
         .boxed()
 }
 
+/// A probe with any nonce.
 pub fn probe() -> BoxedStrategy<Probe> {
     num().prop_map(|nonce| Probe { nonce }).boxed()
 }
 
+/// Store statistics with any numbers and up to two transfers.
 pub fn store_stats() -> BoxedStrategy<StoreStats> {
     let transfer = (name(), any::<bool>(), num(), num(), num(), num(), num()).prop_map(
         |(peer, sending, snapshot_index, bytes_done, bytes_total, elapsed_ms, resumed_after)| {
@@ -251,6 +268,7 @@ pub fn store_stats() -> BoxedStrategy<StoreStats> {
         .boxed()
 }
 
+/// A probe reply with any figures, a membership and up to four `since_heard_ms` entries.
 pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
     (
         (num(), num(), name(), role(), num(), option::of(num())),
@@ -288,10 +306,13 @@ pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
         .boxed()
 }
 
+/// Either [`Consistency`].
 pub fn consistency() -> BoxedStrategy<Consistency> {
     prop_oneof![Just(Consistency::Linearizable), Just(Consistency::Stale)].boxed()
 }
 
+/// Every [`ClientOp`] variant, with keys up to 32 bytes and values up to 256. Not always
+/// valid ones: keys may be empty.
 pub fn client_op() -> BoxedStrategy<ClientOp> {
     prop_oneof![
         (bytes(32), bytes(256)).prop_map(|(key, value)| ClientOp::Put { key, value }),
@@ -323,12 +344,14 @@ pub fn client_op() -> BoxedStrategy<ClientOp> {
     .boxed()
 }
 
+/// A request with any client id, sequence number and op.
 pub fn client_request() -> BoxedStrategy<ClientRequest> {
     (num(), num(), client_op())
         .prop_map(|(client_id, seq, op)| ClientRequest { client_id, seq, op })
         .boxed()
 }
 
+/// A pending join with any name, address and wait.
 pub fn pending_join() -> BoxedStrategy<PendingJoin> {
     (name(), addr(), num())
         .prop_map(|(name, addr, waiting_ms)| PendingJoin {
@@ -339,6 +362,7 @@ pub fn pending_join() -> BoxedStrategy<PendingJoin> {
         .boxed()
 }
 
+/// A member's status with any figures.
 pub fn member_status() -> BoxedStrategy<MemberStatus> {
     (
         (num(), name(), addr(), role(), any::<bool>()),
@@ -364,6 +388,7 @@ pub fn member_status() -> BoxedStrategy<MemberStatus> {
         .boxed()
 }
 
+/// A cluster status with up to four members and two pending joins.
 pub fn cluster_status() -> BoxedStrategy<ClusterStatus> {
     (
         (
@@ -392,6 +417,7 @@ pub fn cluster_status() -> BoxedStrategy<ClusterStatus> {
         .boxed()
 }
 
+/// A node's details with any figures.
 pub fn node_detail() -> BoxedStrategy<NodeDetail> {
     (
         (num(), name(), addr(), role(), any::<bool>(), health()),
@@ -442,6 +468,7 @@ pub fn node_detail() -> BoxedStrategy<NodeDetail> {
         .boxed()
 }
 
+/// Every [`ClientResponse`] variant, each equally likely.
 pub fn client_response() -> BoxedStrategy<ClientResponse> {
     let key_version =
         (num(), option::of(bytes(64)), any::<bool>()).prop_map(|(revision, value, deleted)| {
@@ -484,6 +511,7 @@ pub fn client_response() -> BoxedStrategy<ClientResponse> {
     .boxed()
 }
 
+/// Every [`ClientError`] variant, each equally likely.
 pub fn client_error() -> BoxedStrategy<ClientError> {
     let hint = (num(), name(), addr()).prop_map(|(id, name, addr)| LeaderHint { id, name, addr });
     prop_oneof![
@@ -499,6 +527,7 @@ pub fn client_error() -> BoxedStrategy<ClientError> {
     .boxed()
 }
 
+/// A reply carrying a response or an error, with any client id and sequence number.
 pub fn client_reply() -> BoxedStrategy<ClientReply> {
     let result = prop_oneof![client_response().prop_map(Ok), client_error().prop_map(Err),];
     (num(), num(), result)
@@ -510,6 +539,7 @@ pub fn client_reply() -> BoxedStrategy<ClientReply> {
         .boxed()
 }
 
+/// A chunk with any header and up to 1 200 data bytes, so that it still fits a datagram.
 pub fn snapshot_chunk() -> BoxedStrategy<SnapshotChunk> {
     (
         num(),
@@ -548,6 +578,7 @@ pub fn snapshot_chunk() -> BoxedStrategy<SnapshotChunk> {
         .boxed()
 }
 
+/// A resume point with any revisions and checksum.
 pub fn resume_point() -> BoxedStrategy<ResumePoint> {
     (num(), num(), any::<u32>())
         .prop_map(|(after_revision, compacted_before, row_crc)| ResumePoint {
@@ -558,6 +589,7 @@ pub fn resume_point() -> BoxedStrategy<ResumePoint> {
         .boxed()
 }
 
+/// An acknowledgement with any offset, with or without a resume point.
 pub fn snapshot_chunk_ack() -> BoxedStrategy<SnapshotChunkAck> {
     (
         num(),
