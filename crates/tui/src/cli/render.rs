@@ -280,35 +280,11 @@ pub fn status(s: &ClusterStatus, asked: &str) -> Report {
     if s.members.is_empty() {
         human.push_str("no members yet: start a node with myraft-node --entrance ...\n");
     } else {
-        let mut rows = vec![[
-            "NAME",
-            "ADDRESS",
-            "ROLE",
-            "VOTER",
-            "HEALTH",
-            "TERM",
-            "COMMIT",
-            "APPLIED",
-            "LAST CONTACT",
-        ]
-        .map(str::to_owned)
-        .to_vec()];
-        for m in &s.members {
-            rows.push(vec![
-                m.name.clone(),
-                m.addr.clone(),
-                m.role.as_str().to_owned(),
-                yes_no(m.voter).to_owned(),
-                m.health.as_str().to_owned(),
-                m.term.to_string(),
-                m.commit_index.to_string(),
-                m.applied_index.to_string(),
-                m.last_contact_ms
-                    .map_or_else(|| "-".to_owned(), duration_ms),
-            ]);
-        }
-        use Align::{Left as L, Right as R};
-        human.push_str(&table(&rows, &[L, L, L, L, L, R, R, R, R]));
+        use crate::members::{cells, COLUMNS};
+        let mut rows = vec![COLUMNS.map(|c| c.header.to_owned()).to_vec()];
+        rows.extend(s.members.iter().map(|m| cells(m, s.commit_index).to_vec()));
+        let aligns = COLUMNS.map(|c| if c.numeric { Align::Right } else { Align::Left });
+        human.push_str(&table(&rows, &aligns));
     }
     if !s.pending.is_empty() {
         human.push_str("\npending joins (myraft approve NAME | myraft reject NAME):\n");

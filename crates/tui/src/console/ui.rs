@@ -3,6 +3,7 @@
 use super::app::{App, Connection, Outcome, Pane};
 use super::format;
 use super::keys;
+use crate::members::{self, COLUMNS};
 use myraft_wire::client::{MemberStatus, NodeDetail};
 use myraft_wire::health::{Health, Role};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
@@ -186,26 +187,10 @@ fn draw_peers(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         frame.render_widget(Paragraph::new(text).style(theme.dim()).block(block), area);
         return;
     };
-    let header = Row::new(
-        [
-            "NAME",
-            "ADDRESS",
-            "ROLE",
-            "VOTER",
-            "HEALTH",
-            "TERM",
-            "COMMIT",
-            "APPLIED",
-            "TRAILS",
-            "LAST CONTACT",
-        ]
-        .into_iter()
-        .enumerate()
-        .map(|(i, h)| match i {
-            5..=8 => right(h.to_owned()),
-            _ => Cell::from(h),
-        }),
-    )
+    let header = Row::new(COLUMNS.map(|c| match c.numeric {
+        true => right(c.header.to_owned()),
+        false => Cell::from(c.header),
+    }))
     .style(theme.heading());
     let rows: Vec<Row> = status
         .members
@@ -249,26 +234,18 @@ fn draw_peers(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 }
 
 fn peer_row(m: &MemberStatus, commit: u64, theme: &Theme) -> Row<'static> {
-    let trails = match m.role {
-        Role::Leader => "—".to_owned(),
-        _ => format::count(commit.saturating_sub(m.commit_index)),
-    };
-    let contact = match m.last_contact_ms {
-        Some(ms) => format::millis(ms),
-        None => "never".to_owned(),
-    };
-    let row = Row::new(vec![
-        Cell::from(m.name.clone()),
-        Cell::from(m.addr.clone()),
-        Cell::from(m.role.as_str()),
-        Cell::from(if m.voter { "yes" } else { "no" }),
-        Cell::from(health_span(m.health, theme)),
-        right(m.term.to_string()),
-        right(format::count(m.commit_index)),
-        right(format::count(m.applied_index)),
-        right(trails),
-        Cell::from(contact),
-    ]);
+    let cells = members::cells(m, commit);
+    let row =
+        Row::new(
+            cells
+                .into_iter()
+                .enumerate()
+                .map(|(i, text)| match (i, COLUMNS[i].numeric) {
+                    (members::at::HEALTH, _) => Cell::from(health_span(m.health, theme)),
+                    (_, true) => right(text),
+                    (_, false) => Cell::from(text),
+                }),
+        );
     match m.role {
         Role::Learner => row.style(theme.dim()),
         _ => row,
