@@ -113,6 +113,64 @@ impl Config {
             max_apply_bytes: DEFAULT_MAX_APPLY_BYTES,
         }
     }
+
+    /// Refuses a configuration the core cannot run with; the first rule broken is reported.
+    /// The byte caps take any value: a message or a `Ready` always carries at least one
+    /// entry, so even 0 only means one entry at a time.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat_ticks == 0 {
+            return Err(ConfigError::ZeroHeartbeatTicks);
+        }
+        if self.election_ticks <= self.heartbeat_ticks {
+            return Err(ConfigError::ElectionNotAboveHeartbeat {
+                election_ticks: self.election_ticks,
+                heartbeat_ticks: self.heartbeat_ticks,
+            });
+        }
+        if self.election_ticks > MAX_ELECTION_TICKS {
+            return Err(ConfigError::ElectionTicksTooLarge {
+                election_ticks: self.election_ticks,
+            });
+        }
+        if self.max_inflight == 0 {
+            return Err(ConfigError::ZeroMaxInflight);
+        }
+        Ok(())
+    }
+}
+
+/// The largest `election_ticks`: timeouts are drawn below twice it, which must fit a `u32`.
+pub const MAX_ELECTION_TICKS: u32 = u32::MAX / 2;
+
+/// A [`Config`] the core cannot run with, from [`Config::validate`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A leader counts heartbeat intervals to resend a lost snapshot; with none it would
+    /// wait forever.
+    #[error("heartbeat_ticks is 0; set it to at least 1")]
+    ZeroHeartbeatTicks,
+    /// Followers would time out and campaign between two heartbeats of a healthy leader, and
+    /// the leader's CheckQuorum period would pass without an answer to count.
+    #[error(
+        "election_ticks ({election_ticks}) must be above heartbeat_ticks ({heartbeat_ticks}); \
+         raise election_ticks to several heartbeats"
+    )]
+    ElectionNotAboveHeartbeat {
+        /// The configured base election timeout.
+        election_ticks: u32,
+        /// The configured heartbeat interval.
+        heartbeat_ticks: u32,
+    },
+    /// Election timeouts are drawn from `[election_ticks, 2 × election_ticks)` in a `u32`.
+    #[error("election_ticks ({election_ticks}) is above {max}; lower it", max = MAX_ELECTION_TICKS)]
+    ElectionTicksTooLarge {
+        /// The configured base election timeout.
+        election_ticks: u32,
+    },
+    /// A follower past its first probe is streamed to; with no message allowed in flight it
+    /// would never receive another entry.
+    #[error("max_inflight is 0; set it to at least 1")]
+    ZeroMaxInflight,
 }
 
 /// What a server recovered from stable storage.
@@ -709,5 +767,105 @@ impl Raft {
                 self.sync_progress();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn with(f: impl FnOnce(&mut Config)) -> Result<(), ConfigError> {
+        let mut cfg = Config::new(1);
+        f(&mut cfg);
+        cfg.validate()
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(Config::new(1).validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_zero_heartbeat_interval_is_refused() {
+        assert_eq!(
+            with(|c| c.heartbeat_ticks = 0),
+            Err(ConfigError::ZeroHeartbeatTicks)
+        );
+    }
+
+    #[test]
+    fn an_election_timeout_not_above_the_heartbeat_interval_is_refused() {
+        for election_ticks in [0, 1, 2] {
+            assert_eq!(
+                with(|c| {
+                    c.election_ticks = election_ticks;
+                    c.heartbeat_ticks = 2;
+                }),
+                Err(ConfigError::ElectionNotAboveHeartbeat {
+                    election_ticks,
+                    heartbeat_ticks: 2
+                })
+            );
+        }
+        assert_eq!(with(|c| c.election_ticks = 3), Ok(()));
+    }
+
+    #[test]
+    fn an_election_timeout_whose_double_overflows_is_refused() {
+        let cfg = |election_ticks| {
+            let mut c = Config::new(1);
+            c.election_ticks = election_ticks;
+            c
+        };
+        assert_eq!(
+            cfg(MAX_ELECTION_TICKS + 1).validate(),
+            Err(ConfigError::ElectionTicksTooLarge {
+                election_ticks: MAX_ELECTION_TICKS + 1
+            })
+        );
+        // The largest accepted draws its timeouts without overflowing.
+        let largest = cfg(MAX_ELECTION_TICKS);
+        assert_eq!(largest.validate(), Ok(()));
+        let mut r = Raft::new(largest, InitialState::default(), StdRng::seed_from_u64(1));
+        r.tick();
+        r.campaign();
+    }
+
+    #[test]
+    fn no_message_in_flight_is_refused() {
+        assert_eq!(
+            with(|c| c.max_inflight = 0),
+            Err(ConfigError::ZeroMaxInflight)
+        );
+    }
+
+    #[test]
+    fn any_byte_cap_is_accepted_since_one_entry_always_moves() {
+        assert_eq!(
+            with(|c| {
+                c.max_msg_bytes = 0;
+                c.max_apply_bytes = 0;
+            }),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn messages_name_the_setting_to_change() {
+        let e = with(|c| c.election_ticks = 2).expect_err("equal to the heartbeat");
+        assert_eq!(
+            e.to_string(),
+            "election_ticks (2) must be above heartbeat_ticks (2); raise election_ticks to \
+             several heartbeats"
+        );
+        let e = with(|c| c.election_ticks = u32::MAX).expect_err("too large");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "election_ticks ({}) is above {MAX_ELECTION_TICKS}; lower it",
+                u32::MAX
+            )
+        );
     }
 }

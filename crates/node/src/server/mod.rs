@@ -112,6 +112,8 @@ pub enum ServerError {
     Store(#[from] crate::store::StoreError),
     #[error("the state store failed: {0}; restart the node to recover from what is on disk")]
     Apply(String),
+    #[error("invalid Raft configuration: {0}")]
+    RaftConfig(#[from] crate::raft::ConfigError),
 }
 
 impl ServerError {

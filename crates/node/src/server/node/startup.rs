@@ -128,6 +128,7 @@ async fn serve(
     rc.heartbeat_ticks = cfg.timing.heartbeat_ticks;
     // Leave room for the envelope, tag and message framing.
     rc.max_msg_bytes = cfg.max_datagram.saturating_sub(300).max(256);
+    rc.validate()?;
     let raft = Raft::new(rc, init, StdRng::seed_from_u64(rng.random()));
     let mut seen = BTreeMap::new();
     remember_addrs(&mut seen, raft.membership());
