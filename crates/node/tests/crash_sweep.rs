@@ -182,10 +182,10 @@ async fn scenario(
                 name_of(n),
                 d.map(|d| (
                     d.role,
-                    d.term,
-                    d.commit_index,
-                    d.applied_index,
-                    d.snapshot_index
+                    d.stats.term,
+                    d.stats.commit_index,
+                    d.stats.applied_index,
+                    d.stats.snapshot_index
                 ))
             ));
         }

@@ -167,12 +167,12 @@ fn a_follower_far_behind_catches_up_from_a_streamed_snapshot() {
                 .await
                 .ok_or("the cut-off follower does not answer")?;
             let leader_detail = c.detail(c.leader.ok_or("no leader")?).await;
-            let compacted = leader_detail.map_or(0, |d| d.snapshot_index);
-            if compacted <= before.last_log_index {
+            let compacted = leader_detail.map_or(0, |d| d.stats.snapshot_index);
+            if compacted <= before.stats.last_log_index {
                 return Err(format!(
                     "the leader's log starts after {compacted}, the follower has up to {}: \
                      no snapshot is needed, so the test tests nothing",
-                    before.last_log_index
+                    before.stats.last_log_index
                 ));
             }
             ctl.lossy.set(true);
@@ -197,10 +197,10 @@ fn a_follower_far_behind_catches_up_from_a_streamed_snapshot() {
             ctl.lossy.set(false);
             holds_every_write(&mut c, behind, KEYS, |i| format!("k{i:03}"), value).await?;
             let after = c.detail(at).await.ok_or("no detail")?;
-            if after.snapshot_index <= before.last_log_index {
+            if after.stats.snapshot_index <= before.stats.last_log_index {
                 return Err(format!(
                     "{behind} caught up without a snapshot (its log starts after {})",
-                    after.snapshot_index
+                    after.stats.snapshot_index
                 ));
             }
             Ok(())
@@ -256,7 +256,7 @@ fn automatic_compaction_keeps_the_configured_revisions() {
                     points.push(
                         c.detail(node_addr(n))
                             .await
-                            .map(|d| d.store.compacted_revision),
+                            .map(|d| d.stats.store.compacted_revision),
                     );
                 }
                 if points.iter().all(|p| *p == Some(compacted_before)) {
@@ -295,13 +295,13 @@ fn copies_of_a_write_in_flight_become_one_entry() {
                 other => return Err(format!("six copies of a put answered {other:?}")),
             }
             let after = c.detail(leader).await.ok_or("the leader gave no detail")?;
-            if after.term != before.term {
+            if after.stats.term != before.stats.term {
                 return Err(format!(
                     "the term moved from {} to {}",
-                    before.term, after.term
+                    before.stats.term, after.stats.term
                 ));
             }
-            let added = after.last_log_index - before.last_log_index;
+            let added = after.stats.last_log_index - before.stats.last_log_index;
             if added != 1 {
                 return Err(format!("six copies of one write added {added} entries"));
             }
@@ -362,12 +362,14 @@ fn a_stream_cut_by_a_restart_is_continued(who: Restart) {
                 .detail(at)
                 .await
                 .ok_or("the cut-off follower does not answer")?
+                .stats
                 .store
                 .revision;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
             loop {
                 let receiving = c.detail(at).await.and_then(|d| {
-                    d.store
+                    d.stats
+                        .store
                         .transfers
                         .into_iter()
                         .find(|t| !t.sending && t.bytes_total > 0)
@@ -399,6 +401,7 @@ fn a_stream_cut_by_a_restart_is_continued(who: Restart) {
             loop {
                 if let Some(d) = c.detail(at).await {
                     if let Some(t) = d
+                        .stats
                         .store
                         .transfers
                         .iter()

@@ -7,7 +7,7 @@
 //! nothing use the pair only to match the reply.
 
 use crate::admission::ClusterId;
-use crate::health::{Health, PeerRef, Role, StoreStats};
+use crate::health::{Health, NodeStats, PeerRef, Role};
 use crate::raft::{Index, NodeId, Term};
 use serde::{Deserialize, Serialize};
 
@@ -378,9 +378,9 @@ pub struct ClusterStatus {
     pub pending: Vec<PendingJoin>,
 }
 
-/// Everything `node NAME` shows. From the entrance, the node's figures are those of its
-/// last [`ProbeReply`](crate::health::ProbeReply) (zero or `None` if none came yet); from
-/// the node itself, they are current.
+/// Everything `node NAME` shows. From the entrance, `voted_for` and `stats` are those of the
+/// node's last [`ProbeReply`](crate::health::ProbeReply) (`None` and zeros if none came
+/// yet); from the node itself, they are current.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeDetail {
     /// The node's id.
@@ -395,32 +395,10 @@ pub struct NodeDetail {
     pub voter: bool,
     /// The entrance's verdict; always `Up` when the node answers about itself.
     pub health: Health,
-    /// The node's current term.
-    pub term: Term,
-    /// The candidate it voted for in `term`, if any.
+    /// The candidate it voted for in the term of `stats`, if any.
     pub voted_for: Option<PeerRef>,
-    /// The leader it follows (itself, if it leads); `None` if it knows none.
-    pub leader: Option<PeerRef>,
-    /// The highest log index it knows committed.
-    pub commit_index: Index,
-    /// The highest log index its state store has applied.
-    pub applied_index: Index,
-    /// The index of its last log entry (or of its snapshot, if no entry follows).
-    pub last_log_index: Index,
-    /// Its log is compacted through this index; 0 if never.
-    pub snapshot_index: Index,
-    /// Size of its log on disk.
-    pub log_bytes: u64,
-    /// Size of its whole data dir.
-    pub data_dir_bytes: u64,
-    /// Milliseconds since the node process started.
-    pub uptime_ms: u64,
-    /// Datagrams it dropped as bad, foreign or replayed since it started.
-    pub dropped_datagrams: u64,
-    /// Its state store and snapshot transfers. Absent in the replies of older nodes, which
-    /// then read as zeros.
-    #[serde(default)]
-    pub store: StoreStats,
+    /// Its term, leader, log positions, sizes, counters and state store.
+    pub stats: NodeStats,
 }
 
 /// Where a follower believes the leader is.

@@ -83,10 +83,28 @@ pub struct ProbeReply {
     pub name: String,
     /// What it does in Raft right now.
     pub role: Role,
-    /// Its current term.
-    pub term: Term,
-    /// The candidate it voted for in `term`, if any.
+    /// The candidate it voted for in the term of `stats`, if any.
     pub voted_for: Option<NodeId>,
+    /// Its term, leader, log positions, sizes, counters and state store.
+    pub stats: NodeStats,
+    /// The latest configuration in the node's log, from which a restarted entrance
+    /// rebuilds its member list.
+    pub membership: Membership,
+    /// On the leader: milliseconds since it last heard each other member, `u64::MAX` for
+    /// never; empty on every other node. The entrance reaches members by its own path, so
+    /// before it removes one it cannot reach it asks who the leader still hears.
+    /// The last field, defaulted: a reply that leaves it out reads as empty.
+    #[serde(default)]
+    pub since_heard_ms: BTreeMap<NodeId, u64>,
+}
+
+/// What a node reports about itself in Raft, its disk and its traffic: the part of a
+/// [`ProbeReply`] that [`NodeDetail`](crate::client::NodeDetail) passes on unchanged. The
+/// entrance keeps each member's last one; a node fills it in from its current state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// The node's current term.
+    pub term: Term,
     /// The leader it follows (itself, if it leads); `None` if it knows none in `term`.
     pub leader: Option<PeerRef>,
     /// The highest log index it knows committed; may run ahead of what it applied.
@@ -103,18 +121,10 @@ pub struct ProbeReply {
     pub data_dir_bytes: u64,
     /// Milliseconds since the node process started.
     pub uptime_ms: u64,
-    /// Datagrams this node dropped as bad, foreign or replayed since it started.
+    /// Datagrams the node dropped as bad, foreign or replayed since it started.
     pub dropped_datagrams: u64,
-    /// The latest configuration in the node's log, from which a restarted entrance
-    /// rebuilds its member list.
-    pub membership: Membership,
-    /// On the leader: milliseconds since it last heard each other member, `u64::MAX` for
-    /// never; empty on every other node. The entrance reaches members by its own path, so
-    /// before it removes one it cannot reach it asks who the leader still hears.
-    /// Absent in the replies of older nodes, which then read as empty.
-    #[serde(default)]
-    pub since_heard_ms: BTreeMap<NodeId, u64>,
-    /// The state store and any snapshot transfers.
+    /// The state store and any snapshot transfers. The last field, defaulted: stats that
+    /// leave it out read as zeros.
     #[serde(default)]
     pub store: StoreStats,
 }
@@ -163,16 +173,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_probe_reply_without_since_heard_still_decodes() {
-        // rmp-serde writes a struct as an array of its fields, so a tuple of the fields of
-        // a ProbeReply before `since_heard_ms`, in order, is what an older node sends.
-        let older = (
-            7u64,
-            0x11u64,
-            "n1",
-            Role::Leader,
+    fn a_probe_reply_without_its_defaulted_trailing_fields_still_decodes() {
+        // rmp-serde writes a struct as an array of its fields, and a nested struct as a
+        // nested array: these tuples are a ProbeReply and its NodeStats without
+        // `since_heard_ms` and `store`, as a sender that does not know them writes it.
+        let stats = (
             3u64,
-            Some(0x11u64),
             Some(PeerRef {
                 id: 0x11,
                 name: "n1".to_owned(),
@@ -185,11 +191,21 @@ mod tests {
             8192u64,
             1234u64,
             5u64,
+        );
+        let shorter = (
+            7u64,
+            0x11u64,
+            "n1",
+            Role::Leader,
+            Some(0x11u64),
+            stats,
             Membership::default(),
         );
-        let bytes = rmp_serde::to_vec(&older).unwrap();
+        let bytes = rmp_serde::to_vec(&shorter).unwrap();
         let reply: ProbeReply = rmp_serde::from_slice(&bytes).unwrap();
-        assert_eq!((reply.nonce, reply.id, reply.term), (7, 0x11, 3));
+        assert_eq!((reply.nonce, reply.id, reply.stats.term), (7, 0x11, 3));
+        assert_eq!(reply.stats.dropped_datagrams, 5);
+        assert_eq!(reply.stats.store, StoreStats::default());
         assert_eq!(reply.membership, Membership::default());
         assert!(reply.since_heard_ms.is_empty());
     }

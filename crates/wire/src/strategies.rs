@@ -12,7 +12,7 @@ use crate::client::{
     MemberStatus, NodeDetail, PendingJoin, PutResult, StopTarget,
 };
 use crate::envelope::{Body, Envelope};
-use crate::health::{Health, PeerRef, Probe, ProbeReply, Role, StoreStats, Transfer};
+use crate::health::{Health, NodeStats, PeerRef, Probe, ProbeReply, Role, StoreStats, Transfer};
 use crate::raft::{
     AppendEntries, AppendEntriesResponse, Entry, EntryPayload, InstallSnapshot,
     InstallSnapshotResponse, Member, Membership, RaftBody, RaftMessage, RequestVote,
@@ -268,27 +268,18 @@ pub fn store_stats() -> BoxedStrategy<StoreStats> {
         .boxed()
 }
 
-/// A probe reply with any figures, a membership and up to four `since_heard_ms` entries.
-pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
+/// A node's stats with any figures and a leader or none.
+pub fn node_stats() -> BoxedStrategy<NodeStats> {
     (
-        (num(), num(), name(), role(), num(), option::of(num())),
-        (option::of(peer_ref()), num(), num(), num(), num()),
-        (num(), num(), num(), num(), membership()),
-        (btree_map(num(), num(), 0..5), store_stats()),
+        (num(), option::of(peer_ref()), num(), num(), num(), num()),
+        (num(), num(), num(), num(), store_stats()),
     )
         .prop_map(
             |(
-                (nonce, id, name, role, term, voted_for),
-                (leader, commit_index, applied_index, last_log_index, snapshot_index),
-                (log_bytes, data_dir_bytes, uptime_ms, dropped_datagrams, membership),
-                (since_heard_ms, store),
-            )| ProbeReply {
-                nonce,
-                id,
-                name,
-                role,
+                (term, leader, commit_index, applied_index, last_log_index, snapshot_index),
+                (log_bytes, data_dir_bytes, uptime_ms, dropped_datagrams, store),
+            )| NodeStats {
                 term,
-                voted_for,
                 leader,
                 commit_index,
                 applied_index,
@@ -298,9 +289,30 @@ pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
                 data_dir_bytes,
                 uptime_ms,
                 dropped_datagrams,
-                membership,
-                since_heard_ms,
                 store,
+            },
+        )
+        .boxed()
+}
+
+/// A probe reply with any figures, a membership and up to four `since_heard_ms` entries.
+pub fn probe_reply() -> BoxedStrategy<ProbeReply> {
+    (
+        (num(), num(), name(), role(), option::of(num())),
+        (node_stats(), membership(), btree_map(num(), num(), 0..5)),
+    )
+        .prop_map(
+            |((nonce, id, name, role, voted_for), (stats, membership, since_heard_ms))| {
+                ProbeReply {
+                    nonce,
+                    id,
+                    name,
+                    role,
+                    voted_for,
+                    stats,
+                    membership,
+                    since_heard_ms,
+                }
             },
         )
         .boxed()
@@ -421,48 +433,18 @@ pub fn cluster_status() -> BoxedStrategy<ClusterStatus> {
 pub fn node_detail() -> BoxedStrategy<NodeDetail> {
     (
         (num(), name(), addr(), role(), any::<bool>(), health()),
-        (
-            num(),
-            option::of(peer_ref()),
-            option::of(peer_ref()),
-            num(),
-            num(),
-        ),
-        (num(), num(), num(), num(), num(), num()),
-        store_stats(),
+        (option::of(peer_ref()), node_stats()),
     )
         .prop_map(
-            |(
-                (id, name, addr, role, voter, health),
-                (term, voted_for, leader, commit_index, applied_index),
-                (
-                    last_log_index,
-                    snapshot_index,
-                    log_bytes,
-                    data_dir_bytes,
-                    uptime_ms,
-                    dropped_datagrams,
-                ),
-                store,
-            )| NodeDetail {
+            |((id, name, addr, role, voter, health), (voted_for, stats))| NodeDetail {
                 id,
                 name,
                 addr,
                 role,
                 voter,
                 health,
-                term,
                 voted_for,
-                leader,
-                commit_index,
-                applied_index,
-                last_log_index,
-                snapshot_index,
-                log_bytes,
-                data_dir_bytes,
-                uptime_ms,
-                dropped_datagrams,
-                store,
+                stats,
             },
         )
         .boxed()

@@ -248,9 +248,9 @@ impl Engine {
             .detector
             .replies()
             .filter(|(_, health, _)| *health != Health::Down)
-            .filter(|(_, _, r)| r.role == Role::Leader && r.term >= term)
-            .max_by_key(|(_, _, r)| r.term)
-            .map(|(id, _, r)| (id, r.term));
+            .filter(|(_, _, r)| r.role == Role::Leader && r.stats.term >= term)
+            .max_by_key(|(_, _, r)| r.stats.term)
+            .map(|(id, _, r)| (id, r.stats.term));
         if let Some((id, term)) = best {
             self.set_leader(Some(id), term);
         }
@@ -272,7 +272,7 @@ impl Engine {
 
     pub(super) fn on_probe_reply(&mut self, from: SenderId, reply: ProbeReply) {
         let id = reply.id;
-        let (role, term) = (reply.role, reply.term);
+        let (role, term) = (reply.role, reply.stats.term);
         let membership = reply.membership.members.clone();
         let name = reply.name.clone();
         match self.detector.on_reply(from, reply, self.now.at) {

@@ -8,7 +8,7 @@ use myraft_wire::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, ClusterStatus, MemberStatus,
     NodeDetail, PendingJoin, StopTarget,
 };
-use myraft_wire::health::{Health, ProbeReply, Role};
+use myraft_wire::health::{Health, Role};
 use myraft_wire::raft::Member;
 use myraft_wire::Body;
 use std::collections::HashMap;
@@ -265,9 +265,9 @@ impl Engine {
             role: self.role_of(member),
             voter: member.voter,
             health: self.detector.health(member.id).unwrap_or(Health::Down),
-            term: reply.map_or(0, |r| r.term),
-            commit_index: reply.map_or(0, |r| r.commit_index),
-            applied_index: reply.map_or(0, |r| r.applied_index),
+            term: reply.map_or(0, |r| r.stats.term),
+            commit_index: reply.map_or(0, |r| r.stats.commit_index),
+            applied_index: reply.map_or(0, |r| r.stats.applied_index),
             last_contact_ms: self
                 .detector
                 .last_contact(member.id)
@@ -296,11 +296,11 @@ impl Engine {
             .state
             .leader
             .and_then(|id| self.detector.reply(id))
-            .map(|r| r.commit_index)
+            .map(|r| r.stats.commit_index)
             .or_else(|| {
                 self.detector
                     .replies()
-                    .map(|(_, _, r)| r.commit_index)
+                    .map(|(_, _, r)| r.stats.commit_index)
                     .max()
             })
             .unwrap_or(0);
@@ -322,7 +322,6 @@ impl Engine {
             });
         };
         let reply = self.detector.reply(member.id);
-        let number = |f: fn(&ProbeReply) -> u64| reply.map_or(0, f);
         Ok(NodeDetail {
             id: member.id,
             name: member.name.clone(),
@@ -330,18 +329,8 @@ impl Engine {
             role: self.role_of(member),
             voter: member.voter,
             health: self.detector.health(member.id).unwrap_or(Health::Down),
-            term: number(|r| r.term),
             voted_for: reply.and_then(|r| r.voted_for).map(|id| self.peer_ref(id)),
-            leader: reply.and_then(|r| r.leader.clone()),
-            commit_index: number(|r| r.commit_index),
-            applied_index: number(|r| r.applied_index),
-            last_log_index: number(|r| r.last_log_index),
-            snapshot_index: number(|r| r.snapshot_index),
-            log_bytes: number(|r| r.log_bytes),
-            data_dir_bytes: number(|r| r.data_dir_bytes),
-            uptime_ms: number(|r| r.uptime_ms),
-            dropped_datagrams: number(|r| r.dropped_datagrams),
-            store: reply.map(|r| r.store.clone()).unwrap_or_default(),
+            stats: reply.map(|r| r.stats.clone()).unwrap_or_default(),
         })
     }
 }

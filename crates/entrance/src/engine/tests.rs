@@ -6,7 +6,7 @@ use super::admission::{check_join, JoinCheck};
 use super::*;
 use myraft_wire::admission::{JoinDecision, JoinRequest, JoinResponse};
 use myraft_wire::client::{ClientOp, ClientRequest, StopTarget};
-use myraft_wire::health::{ProbeReply, Role};
+use myraft_wire::health::{NodeStats, ProbeReply, Role};
 use myraft_wire::raft::Membership;
 use rand::SeedableRng;
 use std::time::Duration;
@@ -118,22 +118,15 @@ impl Rig {
             id,
             name: format!("n{n}"),
             role,
-            term,
             voted_for: None,
-            leader: None,
-            commit_index: 0,
-            applied_index: 0,
-            last_log_index: 0,
-            snapshot_index: 0,
-            log_bytes: 0,
-            data_dir_bytes: 0,
-            uptime_ms: 0,
-            dropped_datagrams: 0,
+            stats: NodeStats {
+                term,
+                ..NodeStats::default()
+            },
             membership: Membership {
                 members: self.engine.state().members.clone(),
             },
             since_heard_ms: Default::default(),
-            store: Default::default(),
         };
         self.datagram(id, addr(8000 + n), Body::ProbeReply(reply))
     }

@@ -89,12 +89,18 @@ async fn status_node_detail_and_pending_show_what_the_probes_said() {
     assert_eq!(detail.id, 0x11);
     assert_eq!(detail.addr, n1.addr.to_string());
     assert_eq!(detail.health, Health::Up);
-    assert_eq!((detail.log_bytes, detail.data_dir_bytes), (4096, 8192));
     assert_eq!(
-        (detail.store.store_bytes, detail.store.revision),
+        (detail.stats.log_bytes, detail.stats.data_dir_bytes),
+        (4096, 8192)
+    );
+    assert_eq!(
+        (detail.stats.store.store_bytes, detail.stats.store.revision),
         (16384, 7)
     );
-    assert_eq!((detail.uptime_ms, detail.dropped_datagrams), (1234, 5));
+    assert_eq!(
+        (detail.stats.uptime_ms, detail.stats.dropped_datagrams),
+        (1234, 5)
+    );
     assert_eq!(detail.voted_for.map(|p| p.name), Some("n1".to_owned()));
 }
 

@@ -8,7 +8,7 @@ use myraft_wire::client::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, PutResult,
 };
 use myraft_wire::envelope::UNKNOWN_CLUSTER;
-use myraft_wire::health::{PeerRef, ProbeReply, Role};
+use myraft_wire::health::{NodeStats, PeerRef, ProbeReply, Role, StoreStats};
 use myraft_wire::raft::{Member, Membership, NodeId, Term};
 use myraft_wire::{Body, ClusterKey};
 use std::collections::BTreeMap;
@@ -310,27 +310,29 @@ impl FakeNode {
             id: state.id,
             name: state.name.clone(),
             role: state.role,
-            term: state.term,
             voted_for: Some(state.id),
-            leader,
-            commit_index: state.commit_index,
-            applied_index: state.applied_index,
-            last_log_index: state.commit_index + 1,
-            snapshot_index: 0,
-            log_bytes: 4096,
-            data_dir_bytes: 8192,
-            uptime_ms: 1234,
-            dropped_datagrams: 5,
+            stats: NodeStats {
+                term: state.term,
+                leader,
+                commit_index: state.commit_index,
+                applied_index: state.applied_index,
+                last_log_index: state.commit_index + 1,
+                snapshot_index: 0,
+                log_bytes: 4096,
+                data_dir_bytes: 8192,
+                uptime_ms: 1234,
+                dropped_datagrams: 5,
+                store: StoreStats {
+                    store_bytes: 16384,
+                    revision: 7,
+                    compacted_revision: 2,
+                    keys: 5,
+                    apply_lag: 1,
+                    transfers: Vec::new(),
+                },
+            },
             membership: state.membership.clone(),
             since_heard_ms: state.since_heard_ms.clone(),
-            store: myraft_wire::health::StoreStats {
-                store_bytes: 16384,
-                revision: 7,
-                compacted_revision: 2,
-                keys: 5,
-                apply_lag: 1,
-                transfers: Vec::new(),
-            },
         }
     }
 

@@ -326,29 +326,30 @@ fn peer_name(p: &Option<PeerRef>) -> Option<String> {
 }
 
 fn node(n: &NodeDetail) -> Report {
+    let s = &n.stats;
     let json = json!({
         "name": n.name,
         "addr": n.addr,
         "role": n.role.as_str(),
         "voter": n.voter,
         "health": n.health.as_str(),
-        "term": n.term,
+        "term": s.term,
         "voted_for": peer_name(&n.voted_for),
-        "leader": peer_name(&n.leader),
-        "commit_index": n.commit_index,
-        "applied_index": n.applied_index,
-        "last_log_index": n.last_log_index,
-        "snapshot_index": n.snapshot_index,
-        "log_bytes": n.log_bytes,
-        "data_dir_bytes": n.data_dir_bytes,
-        "uptime_ms": n.uptime_ms,
-        "dropped_datagrams": n.dropped_datagrams,
-        "store_bytes": n.store.store_bytes,
-        "revision": n.store.revision,
-        "compacted_revision": n.store.compacted_revision,
-        "keys": n.store.keys,
-        "apply_lag": n.store.apply_lag,
-        "transfers": n.store.transfers.iter().map(transfer_json).collect::<Vec<Value>>(),
+        "leader": peer_name(&s.leader),
+        "commit_index": s.commit_index,
+        "applied_index": s.applied_index,
+        "last_log_index": s.last_log_index,
+        "snapshot_index": s.snapshot_index,
+        "log_bytes": s.log_bytes,
+        "data_dir_bytes": s.data_dir_bytes,
+        "uptime_ms": s.uptime_ms,
+        "dropped_datagrams": s.dropped_datagrams,
+        "store_bytes": s.store.store_bytes,
+        "revision": s.store.revision,
+        "compacted_revision": s.store.compacted_revision,
+        "keys": s.store.keys,
+        "apply_lag": s.store.apply_lag,
+        "transfers": s.store.transfers.iter().map(transfer_json).collect::<Vec<Value>>(),
         "id": format!("{:016x}", n.id),
     });
     let none = || "none".to_owned();
@@ -358,23 +359,23 @@ fn node(n: &NodeDetail) -> Report {
         ("role", n.role.as_str().to_owned()),
         ("voter", yes_no(n.voter).to_owned()),
         ("health", n.health.as_str().to_owned()),
-        ("term", n.term.to_string()),
+        ("term", s.term.to_string()),
         ("voted for", peer_name(&n.voted_for).unwrap_or_else(none)),
-        ("leader", peer_name(&n.leader).unwrap_or_else(none)),
-        ("commit index", n.commit_index.to_string()),
-        ("applied index", n.applied_index.to_string()),
-        ("last log index", n.last_log_index.to_string()),
-        ("snapshot index", n.snapshot_index.to_string()),
-        ("log size", bytes(n.log_bytes)),
-        ("data dir size", bytes(n.data_dir_bytes)),
-        ("uptime", duration_ms(n.uptime_ms)),
-        ("dropped datagrams", n.dropped_datagrams.to_string()),
-        ("store size", bytes(n.store.store_bytes)),
-        ("keys", n.store.keys.to_string()),
+        ("leader", peer_name(&s.leader).unwrap_or_else(none)),
+        ("commit index", s.commit_index.to_string()),
+        ("applied index", s.applied_index.to_string()),
+        ("last log index", s.last_log_index.to_string()),
+        ("snapshot index", s.snapshot_index.to_string()),
+        ("log size", bytes(s.log_bytes)),
+        ("data dir size", bytes(s.data_dir_bytes)),
+        ("uptime", duration_ms(s.uptime_ms)),
+        ("dropped datagrams", s.dropped_datagrams.to_string()),
+        ("store size", bytes(s.store.store_bytes)),
+        ("keys", s.store.keys.to_string()),
         ("revisions", revision_range(n)),
-        ("apply lag", format!("{} entries", n.store.apply_lag)),
+        ("apply lag", format!("{} entries", s.store.apply_lag)),
     ];
-    let transfers: Vec<(&str, String)> = n
+    let transfers: Vec<(&str, String)> = s
         .store
         .transfers
         .iter()
@@ -391,9 +392,10 @@ fn node(n: &NodeDetail) -> Report {
 
 /// The revisions a node can still read: from the compaction point to the latest.
 fn revision_range(n: &NodeDetail) -> String {
-    match n.store.revision {
+    let store = &n.stats.store;
+    match store.revision {
         0 => "none yet".to_owned(),
-        latest => format!("{}..={latest}", n.store.compacted_revision.max(1)),
+        latest => format!("{}..={latest}", store.compacted_revision.max(1)),
     }
 }
 

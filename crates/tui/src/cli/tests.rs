@@ -6,7 +6,7 @@ use myraft_wire::client::{
     DeleteResult, GetResult, HistoryResult, KeyVersion, MemberStatus, NodeDetail, PendingJoin,
     PutResult,
 };
-use myraft_wire::health::{Health, PeerRef, Role, StoreStats, Transfer};
+use myraft_wire::health::{Health, NodeStats, PeerRef, Role, StoreStats, Transfer};
 use serde_json::{json, Value};
 
 fn parse(args: &[&str]) -> Cli {
@@ -495,35 +495,37 @@ fn node_json_names_peers_and_has_every_field() {
         role: Role::Follower,
         voter: true,
         health: Health::Down,
-        term: 4,
         voted_for: Some(PeerRef {
             id: 1,
             name: "n1".to_owned(),
         }),
-        leader: None,
-        commit_index: 10,
-        applied_index: 9,
-        last_log_index: 11,
-        snapshot_index: 5,
-        log_bytes: 2048,
-        data_dir_bytes: 4096,
-        uptime_ms: 90_000,
-        dropped_datagrams: 2,
-        store: StoreStats {
-            store_bytes: 1 << 20,
-            revision: 40,
-            compacted_revision: 12,
-            keys: 30,
-            apply_lag: 3,
-            transfers: vec![Transfer {
-                peer: "n1".to_owned(),
-                sending: false,
-                snapshot_index: 8,
-                bytes_done: 3 << 20,
-                bytes_total: 12 << 20,
-                elapsed_ms: 2000,
-                resumed_after_revision: 21,
-            }],
+        stats: NodeStats {
+            term: 4,
+            leader: None,
+            commit_index: 10,
+            applied_index: 9,
+            last_log_index: 11,
+            snapshot_index: 5,
+            log_bytes: 2048,
+            data_dir_bytes: 4096,
+            uptime_ms: 90_000,
+            dropped_datagrams: 2,
+            store: StoreStats {
+                store_bytes: 1 << 20,
+                revision: 40,
+                compacted_revision: 12,
+                keys: 30,
+                apply_lag: 3,
+                transfers: vec![Transfer {
+                    peer: "n1".to_owned(),
+                    sending: false,
+                    snapshot_index: 8,
+                    bytes_done: 3 << 20,
+                    bytes_total: 12 << 20,
+                    elapsed_ms: 2000,
+                    resumed_after_revision: 21,
+                }],
+            },
         },
     };
     let r = render(

@@ -11,7 +11,7 @@ use myraft_wire::client::{
     ClientError, ClientOp, ClientResponse, ClusterStatus, Consistency, GetResult, HistoryResult,
     KeyVersion, MemberStatus, NodeDetail, PendingJoin, PutResult, StopTarget,
 };
-use myraft_wire::health::{Health, PeerRef, Role, StoreStats, Transfer};
+use myraft_wire::health::{Health, NodeStats, PeerRef, Role, StoreStats, Transfer};
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use ratatui::Terminal;
@@ -96,35 +96,37 @@ fn detail(name: &str) -> NodeDetail {
         },
         voter: true,
         health: Health::Up,
-        term: 14,
         voted_for: Some(leader.clone()),
-        leader: Some(leader),
-        commit_index: 88_412,
-        applied_index: 88_412,
-        last_log_index: 88_412,
-        snapshot_index: 80_000,
-        log_bytes: 13_002_342,
-        data_dir_bytes: 100_663_296,
-        uptime_ms: (3 * 86_400 + 4 * 3600 + 17) * 1000,
-        dropped_datagrams: 0,
-        store: StoreStats {
-            store_bytes: 96 << 20,
-            revision: 88_000,
-            compacted_revision: 80_000,
-            keys: 61_000,
-            apply_lag: 0,
-            transfers: if id == 2 {
-                vec![Transfer {
-                    peer: "n3".into(),
-                    sending: true,
-                    snapshot_index: 88_000,
-                    bytes_done: 24 << 20,
-                    bytes_total: 90 << 20,
-                    elapsed_ms: 4000,
-                    resumed_after_revision: 0,
-                }]
-            } else {
-                Vec::new()
+        stats: NodeStats {
+            term: 14,
+            leader: Some(leader),
+            commit_index: 88_412,
+            applied_index: 88_412,
+            last_log_index: 88_412,
+            snapshot_index: 80_000,
+            log_bytes: 13_002_342,
+            data_dir_bytes: 100_663_296,
+            uptime_ms: (3 * 86_400 + 4 * 3600 + 17) * 1000,
+            dropped_datagrams: 0,
+            store: StoreStats {
+                store_bytes: 96 << 20,
+                revision: 88_000,
+                compacted_revision: 80_000,
+                keys: 61_000,
+                apply_lag: 0,
+                transfers: if id == 2 {
+                    vec![Transfer {
+                        peer: "n3".into(),
+                        sending: true,
+                        snapshot_index: 88_000,
+                        bytes_done: 24 << 20,
+                        bytes_total: 90 << 20,
+                        elapsed_ms: 4000,
+                        resumed_after_revision: 0,
+                    }]
+                } else {
+                    Vec::new()
+                },
             },
         },
     }

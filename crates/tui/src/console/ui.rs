@@ -343,15 +343,16 @@ fn detail_content(app: &App, theme: &Theme) -> Vec<Line<'static>> {
 }
 
 fn detail_lines(d: &NodeDetail, theme: &Theme) -> Vec<Line<'static>> {
+    let s = &d.stats;
     let peer = |p: &Option<myraft_wire::health::PeerRef>| {
         p.as_ref().map_or("—".to_owned(), |p| p.name.clone())
     };
     let dot = || Span::styled(" · ", theme.dim());
-    let revisions = match d.store.revision {
+    let revisions = match s.store.revision {
         0 => "none".to_owned(),
         r => format!(
             "{}..{}",
-            format::count(d.store.compacted_revision.max(1)),
+            format::count(s.store.compacted_revision.max(1)),
             format::count(r)
         ),
     };
@@ -363,36 +364,36 @@ fn detail_lines(d: &NodeDetail, theme: &Theme) -> Vec<Line<'static>> {
             dot(),
             health_span(d.health, theme),
             dot(),
-            Span::raw(format!("term {}", d.term)),
+            Span::raw(format!("term {}", s.term)),
         ]),
         Line::from(format!(
             "voted for {} · leader {} · commit {} · applied {}",
             peer(&d.voted_for),
-            peer(&d.leader),
-            format::count(d.commit_index),
-            format::count(d.applied_index),
+            peer(&s.leader),
+            format::count(s.commit_index),
+            format::count(s.applied_index),
         )),
         Line::from(format!(
             "last log {} · snapshot {}",
-            format::count(d.last_log_index),
-            format::count(d.snapshot_index),
+            format::count(s.last_log_index),
+            format::count(s.snapshot_index),
         )),
         Line::from(format!(
             "log {} · data dir {} · up {} · dropped {}",
-            format::bytes(d.log_bytes),
-            format::bytes(d.data_dir_bytes),
-            format::span(Duration::from_millis(d.uptime_ms)),
-            format::count(d.dropped_datagrams),
+            format::bytes(s.log_bytes),
+            format::bytes(s.data_dir_bytes),
+            format::span(Duration::from_millis(s.uptime_ms)),
+            format::count(s.dropped_datagrams),
         )),
         Line::from(format!(
             "store {} · keys {} · revs {} · lag {}",
-            format::bytes(d.store.store_bytes),
-            format::count(d.store.keys),
+            format::bytes(s.store.store_bytes),
+            format::count(s.store.keys),
             revisions,
-            format::count(d.store.apply_lag),
+            format::count(s.store.apply_lag),
         )),
     ];
-    for t in &d.store.transfers {
+    for t in &s.store.transfers {
         lines.push(Line::styled(
             format!("snapshot {}", crate::cli::render::transfer_line(t)),
             theme.warn(),

@@ -1,7 +1,7 @@
 //! What a node says about itself: its role, probe replies for the entrance, node details.
 
 use super::*;
-use myraft_wire::health::{StoreStats, Transfer};
+use myraft_wire::health::{NodeStats, StoreStats, Transfer};
 
 impl Node {
     pub fn role(&self) -> Role {
@@ -30,8 +30,16 @@ impl Node {
             id: self.raft.id(),
             name: self.cfg.name.clone(),
             role: self.role(),
-            term: self.raft.term(),
             voted_for: self.raft.vote(),
+            stats: self.node_stats(),
+            membership: self.raft.membership().clone(),
+            since_heard_ms: self.since_heard_ms(),
+        }
+    }
+
+    fn node_stats(&self) -> NodeStats {
+        NodeStats {
+            term: self.raft.term(),
             leader: self.peer_ref(self.raft.leader()),
             commit_index: self.raft.commit_index(),
             applied_index: self.store.applied_index,
@@ -41,8 +49,6 @@ impl Node {
             data_dir_bytes: self.data_dir_bytes,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             dropped_datagrams: self.t.dropped_total(),
-            membership: self.raft.membership().clone(),
-            since_heard_ms: self.since_heard_ms(),
             store: self.store_stats(),
         }
     }
@@ -99,26 +105,15 @@ impl Node {
     }
 
     pub(super) fn node_detail(&self) -> NodeDetail {
-        let p = self.probe_reply(0);
         NodeDetail {
-            id: p.id,
-            name: p.name,
+            id: self.raft.id(),
+            name: self.cfg.name.clone(),
             addr: self.advertise.clone(),
-            role: p.role,
+            role: self.role(),
             voter: self.raft.membership().is_voter(self.raft.id()),
             health: Health::Up,
-            term: p.term,
-            voted_for: self.peer_ref(p.voted_for),
-            leader: p.leader,
-            commit_index: p.commit_index,
-            applied_index: p.applied_index,
-            last_log_index: p.last_log_index,
-            snapshot_index: p.snapshot_index,
-            log_bytes: p.log_bytes,
-            data_dir_bytes: p.data_dir_bytes,
-            uptime_ms: p.uptime_ms,
-            dropped_datagrams: p.dropped_datagrams,
-            store: p.store,
+            voted_for: self.peer_ref(self.raft.vote()),
+            stats: self.node_stats(),
         }
     }
 }
