@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{bind, membership, node_addr, node_config, put_op, Client};
+use support::{bind, client, membership, node_addr, node_config, put_op};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC2;
@@ -95,7 +95,7 @@ async fn scenario(
     log: Rc<RefCell<Vec<String>>>,
 ) -> Result<(), String> {
     let nodes: Vec<SocketAddr> = NODES.iter().map(|n| node_addr(n)).collect();
-    let mut c = Client::new(CLUSTER, nodes.clone()).await;
+    let mut c = client(CLUSTER, nodes.clone()).await;
     c.attempt = Duration::from_millis(300);
     let mut acked = Vec::new();
     let mut cut: Option<&'static str> = None;

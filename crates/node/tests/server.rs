@@ -4,18 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 use myraft_node::server::{bootstrap_static, run, NodeConfig, Timing};
-use myraft_wire::client::{
-    ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency,
-};
-use myraft_wire::codec;
-use myraft_wire::envelope::{Body, Envelope};
+use myraft_wire::client::{ClientError, ClientOp, ClientResponse, Consistency};
 use myraft_wire::key::ClusterKey;
 use myraft_wire::raft::{Member, Membership};
+use myraft_wire::test_util::TestClient;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -125,87 +121,21 @@ impl Cluster {
     }
 }
 
-/// A client as bare as possible: one socket, fixed client id, explicit sequence numbers.
-struct Client {
-    sock: UdpSocket,
-    key: ClusterKey,
-    client_id: u64,
-    msg_id: u64,
+/// A client of the cluster's nodes `addrs`, as bare as possible: the shared test client
+/// with a fixed client id and explicit sequence numbers.
+async fn client(client_id: u64, addrs: Vec<SocketAddr>) -> TestClient {
+    let mut client = TestClient::bind(CLUSTER, addrs).await;
+    client.id = client_id;
+    client
 }
 
-impl Client {
-    async fn new(client_id: u64) -> Client {
-        Client {
-            sock: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            key: ClusterKey::lab_default(),
-            client_id,
-            msg_id: 1,
-        }
-    }
-
-    /// One attempt against one address: `None` if nothing came back in time.
-    async fn ask(
-        &mut self,
-        to: SocketAddr,
-        seq: u64,
-        op: &ClientOp,
-    ) -> Option<Result<ClientResponse, ClientError>> {
-        self.msg_id += 1;
-        let req = ClientRequest {
-            client_id: self.client_id,
-            seq,
-            op: op.clone(),
-        };
-        let env = Envelope::new(
-            CLUSTER,
-            self.client_id,
-            self.msg_id,
-            Body::ClientRequest(req),
-        );
-        self.sock
-            .send_to(&codec::encode(&env, &self.key).unwrap(), to)
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 65_536];
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-        loop {
-            let r = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf))
-                .await
-                .ok()?;
-            let (n, _) = r.unwrap();
-            let Ok(env) = codec::decode(&buf[..n], &self.key, Some(CLUSTER)) else {
-                continue;
-            };
-            if let Body::ClientReply(ClientReply {
-                client_id,
-                seq: s,
-                result,
-            }) = env.body
-            {
-                if client_id == self.client_id && s == seq {
-                    return Some(result);
-                }
-            }
-        }
-    }
-
-    /// Tries every address until one succeeds, for up to 10 s, backing off between rounds
-    /// as a real client does while an election is under way.
-    async fn call(&mut self, addrs: &[SocketAddr], seq: u64, op: ClientOp) -> ClientResponse {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::time::Instant::now() < deadline {
-            for &a in addrs {
-                match self.ask(a, seq, &op).await {
-                    Some(Ok(r)) => return r,
-                    Some(Err(ClientError::NotLeader { .. }))
-                    | Some(Err(ClientError::Unavailable { .. }))
-                    | None => {}
-                    Some(Err(e)) => panic!("{op:?} failed: {e}"),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("{op:?}: no node answered successfully within 10 s");
+/// A request with the client's own id that some node carries out within 10 s: the test
+/// fails otherwise.
+async fn call(cl: &mut TestClient, seq: u64, op: ClientOp) -> ClientResponse {
+    let within = Duration::from_secs(10);
+    match cl.call_within(cl.id, seq, &op, within).await {
+        Ok((response, _)) => response,
+        Err(e) => panic!("{e}"),
     }
 }
 
@@ -241,41 +171,39 @@ fn value(r: ClientResponse) -> Option<Vec<u8>> {
 async fn put_get_delete_history_and_old_revisions() {
     let c = Cluster::start(3).await;
     let addrs = c.addrs();
-    let mut cl = Client::new(7).await;
-    let r1 = revision(cl.call(&addrs, 1, put("alpha", "one")).await);
-    let r2 = revision(cl.call(&addrs, 2, put("alpha", "two")).await);
+    let mut cl = client(7, addrs.clone()).await;
+    let r1 = revision(call(&mut cl, 1, put("alpha", "one")).await);
+    let r2 = revision(call(&mut cl, 2, put("alpha", "two")).await);
     assert!(r2 > r1);
     assert_eq!(
-        value(cl.call(&addrs, 0, get("alpha", None)).await),
+        value(call(&mut cl, 0, get("alpha", None)).await),
         Some(b"two".to_vec())
     );
     assert_eq!(
-        value(cl.call(&addrs, 0, get("alpha", Some(r1))).await),
+        value(call(&mut cl, 0, get("alpha", Some(r1))).await),
         Some(b"one".to_vec())
     );
-    match cl
-        .call(
-            &addrs,
-            3,
-            ClientOp::Delete {
-                key: "alpha".into(),
-            },
-        )
-        .await
+    match call(
+        &mut cl,
+        3,
+        ClientOp::Delete {
+            key: "alpha".into(),
+        },
+    )
+    .await
     {
         ClientResponse::Delete(d) => assert!(d.deleted),
         other => panic!("{other:?}"),
     }
-    assert_eq!(value(cl.call(&addrs, 0, get("alpha", None)).await), None);
-    match cl
-        .call(
-            &addrs,
-            0,
-            ClientOp::History {
-                key: "alpha".into(),
-            },
-        )
-        .await
+    assert_eq!(value(call(&mut cl, 0, get("alpha", None)).await), None);
+    match call(
+        &mut cl,
+        0,
+        ClientOp::History {
+            key: "alpha".into(),
+        },
+    )
+    .await
     {
         ClientResponse::History(h) => {
             let vals: Vec<Option<Vec<u8>>> = h.versions.iter().map(|v| v.value.clone()).collect();
@@ -290,7 +218,7 @@ async fn put_get_delete_history_and_old_revisions() {
     // An empty key is refused with a reason, not applied.
     let mut any = None;
     for &a in &addrs {
-        if let Some(Err(e)) = cl.ask(a, 4, &put("", "x")).await {
+        if let Some(Err(e)) = cl.ask(a, cl.id, 4, &put("", "x")).await {
             any = Some(e);
         }
     }
@@ -303,14 +231,13 @@ async fn put_get_delete_history_and_old_revisions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_write_is_applied_once() {
     let c = Cluster::start(3).await;
-    let addrs = c.addrs();
-    let mut cl = Client::new(9).await;
-    let first = revision(cl.call(&addrs, 1, put("k", "v")).await);
+    let mut cl = client(9, c.addrs()).await;
+    let first = revision(call(&mut cl, 1, put("k", "v")).await);
     // The same (client id, seq) again, as after a lost reply: the original answer comes
     // back and nothing is written twice (dissertation §6.3).
-    let again = revision(cl.call(&addrs, 1, put("k", "v")).await);
+    let again = revision(call(&mut cl, 1, put("k", "v")).await);
     assert_eq!(first, again);
-    let next = revision(cl.call(&addrs, 2, put("k", "w")).await);
+    let next = revision(call(&mut cl, 2, put("k", "w")).await);
     assert_eq!(
         next,
         first + 1,
@@ -321,35 +248,32 @@ async fn a_retried_write_is_applied_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_killed_then_restarted_loses_no_acknowledged_write() {
     let mut c = Cluster::start(3).await;
-    let addrs = c.addrs();
-    let mut cl = Client::new(11).await;
+    let mut cl = client(11, c.addrs()).await;
     let mut seq = 0;
     for i in 0..20 {
         seq += 1;
-        cl.call(&addrs, seq, put(&format!("key{i}"), &format!("v{i}")))
-            .await;
+        call(&mut cl, seq, put(&format!("key{i}"), &format!("v{i}"))).await;
     }
     // Find and kill the leader.
     let mut leader = None;
     for (id, n) in &c.nodes {
-        if let Some(Ok(_)) = cl.ask(n.addr, 0, &get("key0", None)).await {
+        if let Some(Ok(_)) = cl.ask(n.addr, cl.id, 0, &get("key0", None)).await {
             leader = Some(*id);
         }
     }
     let leader = leader.expect("a leader answers linearizable reads");
     c.kill(leader).await;
-    let rest: Vec<SocketAddr> = c.addrs();
+    cl.nodes = c.addrs();
     for i in 20..30 {
         seq += 1;
-        cl.call(&rest, seq, put(&format!("key{i}"), &format!("v{i}")))
-            .await;
+        call(&mut cl, seq, put(&format!("key{i}"), &format!("v{i}"))).await;
     }
     // The old leader comes back on its data dir and catches up.
     c.boot(leader);
-    let all = c.addrs();
+    cl.nodes = c.addrs();
     for i in 0..30 {
         assert_eq!(
-            value(cl.call(&all, 0, get(&format!("key{i}"), None)).await),
+            value(call(&mut cl, 0, get(&format!("key{i}"), None)).await),
             Some(format!("v{i}").into_bytes())
         );
     }
@@ -361,7 +285,7 @@ async fn leader_killed_then_restarted_loses_no_acknowledged_write() {
     };
     let mut caught_up = false;
     for _ in 0..100 {
-        if let Some(Ok(r)) = cl.ask(old, 0, &stale).await {
+        if let Some(Ok(r)) = cl.ask(old, cl.id, 0, &stale).await {
             if value(r) == Some(b"v29".to_vec()) {
                 caught_up = true;
                 break;

@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
-use support::{bind, membership, node_addr, node_config, put_op, Client};
+use support::{bind, client, membership, node_addr, node_config, put_op, Client};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC1;
@@ -104,7 +104,7 @@ fn name_of(addr: SocketAddr) -> &'static str {
 /// The scenario, as the client host. `lossy` asks the test loop, which owns the simulation,
 /// to turn message loss on or off.
 async fn scenario(lossy: Rc<Cell<bool>>, log: Rc<RefCell<Vec<String>>>) -> Result<(), String> {
-    let mut c = Client::new(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
+    let mut c = client(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
     let mut acked = Vec::new();
 
     write_phase(&mut c, 1, WRITES, &mut acked, &log).await?;
@@ -313,7 +313,7 @@ async fn restart_scenario(
     starts: Rc<Cell<u32>>,
     log: Rc<RefCell<Vec<String>>>,
 ) -> Result<(), String> {
-    let mut c = Client::new(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
+    let mut c = client(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
     let mut acked = Vec::new();
     write_phase(&mut c, 1, WRITES, &mut acked, &log).await?;
     // A follower only answers its leader, so only the leader remembers n3's ids. Cut off

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
-use support::{bind, for_each_seed, membership, node_addr, node_config, put_op, Client};
+use support::{bind, client, for_each_seed, membership, node_addr, node_config, put_op, Client};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC3;
@@ -83,7 +83,7 @@ where
     let log = Rc::new(RefCell::new(Vec::new()));
     let l = log.clone();
     sim.client("client", async move {
-        let c = Client::new(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
+        let c = client(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
         Ok(scenario(c, l).await?)
     });
     loop {

@@ -19,7 +19,8 @@
 //!   use it.
 //!
 //! `strategies` (in tests, or with the `proptest` feature) generates every message for
-//! property tests, here and in the crates that use this one.
+//! property tests, here and in the crates that use this one. `test_util` (with the
+//! `test-util` feature) is a bare UDP client for the servers' tests.
 //!
 //! Nothing in this crate knows how Raft works; it only knows how its messages look.
 
@@ -37,6 +38,8 @@ pub mod request;
 pub mod snapshot;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
+#[cfg(feature = "test-util")]
+pub mod test_util;
 
 pub use codec::{
     decode, encode, encode_body, DecodeError, EncodeError, MAX_DATAGRAM, PROTOCOL_VERSION,

@@ -1,6 +1,6 @@
 //! Joining: docs/protocol.md "Admission".
 
-use crate::support::{cluster_with_leader, Client, FakeNode, TestEntrance};
+use crate::support::{client, cluster_with_leader, FakeNode, TestEntrance};
 use myraft_wire::admission::JoinDecision;
 use myraft_wire::client::{ClientError, ClientOp, ClientResponse};
 
@@ -24,7 +24,7 @@ async fn join_waits_for_approval_and_the_first_node_founds_the_cluster() {
         JoinDecision::Pending { .. }
     ));
 
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     assert_eq!(
         admin.request(ClientOp::Approve { name: "n1".into() }).await,
         Ok(ClientResponse::Done)
@@ -75,7 +75,7 @@ async fn duplicate_name_is_refused_with_a_reason() {
     assert!(reason.contains("name n1"), "{reason}");
 
     // Once n1 is a member, its name stays taken for any other node.
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     admin
         .request(ClientOp::Approve { name: "n1".into() })
         .await
@@ -116,7 +116,7 @@ async fn rejected_join_is_told_on_the_next_request() {
         JoinDecision::Pending { .. }
     ));
 
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     assert_eq!(
         admin.request(ClientOp::Reject { name: "n1".into() }).await,
         Ok(ClientResponse::Done)
@@ -224,7 +224,7 @@ async fn restart_keeps_cluster_id_and_members_and_the_dir_is_locked() {
     first.stop().await;
     let second = TestEntrance::start_with(config, first.dir.clone()).await;
     assert_eq!(second.cluster_id, first.cluster_id);
-    let mut admin = Client::new(second.addr).await;
+    let mut admin = client(second.addr).await;
     let Ok(ClientResponse::Status(status)) = admin.request(ClientOp::Status).await else {
         panic!("no status");
     };

@@ -1,7 +1,7 @@
 //! The failure detector: docs/protocol.md "Health".
 
 use crate::support::{
-    cluster_with_leader, cluster_with_leader_using, fast_config, second_member_joins, Client,
+    client, cluster_with_leader, cluster_with_leader_using, fast_config, second_member_joins,
     FakeNode, TestEntrance,
 };
 use myraft_wire::client::{ClientOp, ClientResponse};
@@ -15,7 +15,7 @@ async fn health_goes_up_then_down_when_the_node_stops_answering() {
     let (mut entrance, n1) = cluster_with_leader_using(|dir| fast_config(dir, true)).await;
     n1.kill();
     entrance.wait_health("n1", Health::Down).await;
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     let Ok(ClientResponse::Status(status)) = admin.request(ClientOp::Status).await else {
         panic!("no status");
     };

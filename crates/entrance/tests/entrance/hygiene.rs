@@ -1,7 +1,7 @@
 //! Wire hygiene (design principle 5): whatever arrives, the entrance drops and counts what
 //! it cannot trust and keeps serving.
 
-use crate::support::{key, Client, TestEntrance};
+use crate::support::{client, key, TestEntrance};
 use myraft_wire::client::{ClientOp, ClientResponse};
 use myraft_wire::envelope::UNKNOWN_CLUSTER;
 use myraft_wire::ClusterKey;
@@ -9,22 +9,22 @@ use myraft_wire::ClusterKey;
 #[tokio::test]
 async fn garbage_foreign_and_replayed_datagrams_are_counted_not_fatal() {
     let entrance = TestEntrance::start(false).await;
-    let mut attacker = Client::new(entrance.addr).await;
-    attacker.send_raw(b"\x00\x01garbage").await;
-    attacker.send_raw(&[0x96; 3]).await;
-    attacker.send_raw(&vec![0xff; 2000]).await;
+    let mut attacker = client(entrance.addr).await;
+    attacker.send_raw(entrance.addr, b"\x00\x01garbage").await;
+    attacker.send_raw(entrance.addr, &[0x96; 3]).await;
+    attacker.send_raw(entrance.addr, &vec![0xff; 2000]).await;
     let wrong_key = ClusterKey::from_bytes([9; ClusterKey::LEN]);
     let forged = attacker.encode(UNKNOWN_CLUSTER, ClientOp::Status, &wrong_key);
-    attacker.send_raw(&forged).await;
+    attacker.send_raw(entrance.addr, &forged).await;
     let foreign = attacker.encode(entrance.cluster_id ^ 1, ClientOp::Status, &key());
-    attacker.send_raw(&foreign).await;
+    attacker.send_raw(entrance.addr, &foreign).await;
     let genuine = attacker.encode(UNKNOWN_CLUSTER, ClientOp::PendingJoins, &key());
-    attacker.send_raw(&genuine).await;
-    attacker.send_raw(&genuine).await;
+    attacker.send_raw(entrance.addr, &genuine).await;
+    attacker.send_raw(entrance.addr, &genuine).await;
 
     // Still serving; and since one socket reads in order, every datagram above was judged
     // before this request.
-    let mut client = Client::new(entrance.addr).await;
+    let mut client = client(entrance.addr).await;
     assert!(matches!(
         client.request(ClientOp::Status).await,
         Ok(ClientResponse::Status(_))

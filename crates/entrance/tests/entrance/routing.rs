@@ -1,7 +1,7 @@
 //! Client requests: docs/protocol.md "Client requests".
 
 use crate::support::{
-    cluster_with_leader, cluster_with_leader_using, fast_config, second_member_joins, Client,
+    client, cluster_with_leader, cluster_with_leader_using, fast_config, second_member_joins,
     FakeNode, TestEntrance, PATIENCE,
 };
 use myraft_entrance::EntranceEvent;
@@ -23,7 +23,7 @@ async fn status_node_detail_and_pending_show_what_the_probes_said() {
         n1.join(entrance.addr).await,
         JoinDecision::Pending { .. }
     ));
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     admin
         .request(ClientOp::Approve { name: "n1".into() })
         .await
@@ -107,7 +107,7 @@ async fn status_node_detail_and_pending_show_what_the_probes_said() {
 #[tokio::test]
 async fn node_detail_of_an_unknown_name_is_not_found() {
     let (entrance, _n1) = cluster_with_leader().await;
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     assert_eq!(
         admin
             .request(ClientOp::NodeDetail {
@@ -123,7 +123,7 @@ async fn node_detail_of_an_unknown_name_is_not_found() {
 #[tokio::test]
 async fn put_is_forwarded_to_the_leader_and_the_reply_relayed() {
     let (entrance, mut n1) = cluster_with_leader().await;
-    let mut client = Client::new(entrance.addr).await;
+    let mut client = client(entrance.addr).await;
     let put = ClientOp::Put {
         key: b"alpha".to_vec(),
         value: b"one".to_vec(),
@@ -143,7 +143,7 @@ async fn put_is_forwarded_to_the_leader_and_the_reply_relayed() {
 #[tokio::test]
 async fn requests_without_a_known_leader_get_not_leader() {
     let entrance = TestEntrance::start(false).await;
-    let mut client = Client::new(entrance.addr).await;
+    let mut client = client(entrance.addr).await;
     assert_eq!(
         client
             .request(ClientOp::Get {
@@ -159,7 +159,7 @@ async fn requests_without_a_known_leader_get_not_leader() {
 #[tokio::test]
 async fn stop_node_is_forwarded_and_confirmed() {
     let (entrance, mut n1) = cluster_with_leader().await;
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     let stop = ClientOp::StopNode {
         target: StopTarget::Node { name: "n1".into() },
     };
@@ -197,7 +197,7 @@ async fn stop_all_stops_followers_then_the_leader_then_the_entrance() {
     add_to_configuration(&n1, &n2, true);
     entrance.wait_health("n2", Health::Up).await;
 
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     assert_eq!(
         admin
             .request(ClientOp::StopNode {
@@ -227,7 +227,7 @@ async fn remove_node_goes_through_the_leader_then_stops_the_node() {
     add_to_configuration(&n1, &n2, true);
     entrance.wait_health("n2", Health::Up).await;
 
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     assert_eq!(
         admin
             .request(ClientOp::RemoveNode { name: "n2".into() })
@@ -264,7 +264,7 @@ async fn remove_retried_after_its_change_committed_still_stops_the_node() {
 
     // The leader removes n2 but its "done" is lost; the retry finds n2 no longer a member.
     n1.update(|s| s.lose_replies = 1);
-    let mut admin = Client::new(entrance.addr).await;
+    let mut admin = client(entrance.addr).await;
     assert_eq!(
         admin
             .request(ClientOp::RemoveNode { name: "n2".into() })
@@ -294,7 +294,7 @@ async fn a_leader_that_misses_its_probes_is_not_forwarded_to() {
     let (mut entrance, n1) = cluster_with_leader_using(|dir| fast_config(dir, true)).await;
     n1.update(|s| s.answer_probes = false);
     entrance.wait_health("n1", Health::Suspect).await;
-    let mut client = Client::new(entrance.addr).await;
+    let mut client = client(entrance.addr).await;
     let put = ClientOp::Put {
         key: b"alpha".to_vec(),
         value: b"one".to_vec(),
@@ -323,7 +323,7 @@ async fn a_member_in_a_later_term_means_no_leader_until_one_claims_it() {
             _ => None,
         })
         .await;
-    let mut client = Client::new(entrance.addr).await;
+    let mut client = client(entrance.addr).await;
     let get = ClientOp::Get {
         key: b"alpha".to_vec(),
         rev: None,

@@ -10,6 +10,7 @@ use myraft_wire::client::{
 use myraft_wire::envelope::UNKNOWN_CLUSTER;
 use myraft_wire::health::{NodeStats, PeerRef, ProbeReply, Role, StoreStats};
 use myraft_wire::raft::{Member, Membership, NodeId, Term};
+use myraft_wire::test_util::TestClient;
 use myraft_wire::{Body, ClusterKey};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -156,66 +157,15 @@ impl TestEntrance {
     }
 }
 
-/// A UDP client speaking the wire protocol, like `myraft` does.
-pub struct Client {
-    socket: UdpSocket,
-    pub id: u64,
-    seq: u64,
-    msg_id: u64,
-    to: SocketAddr,
-}
+/// The shared test client, speaking to the entrance only.
+pub type Client = TestClient;
 
-impl Client {
-    pub async fn new(to: SocketAddr) -> Client {
-        Client {
-            socket: UdpSocket::bind("127.0.0.1:0").await.unwrap(),
-            id: rand::random::<u64>() | 1,
-            seq: 0,
-            msg_id: start_msg_id(),
-            to,
-        }
-    }
-
-    pub async fn send_raw(&self, bytes: &[u8]) {
-        self.socket.send_to(bytes, self.to).await.unwrap();
-    }
-
-    /// An encoded request with the next message id, to send as is or tamper with.
-    pub fn encode(&mut self, cluster_id: ClusterId, op: ClientOp, key: &ClusterKey) -> Vec<u8> {
-        self.seq += 1;
-        self.msg_id += 1;
-        let body = Body::ClientRequest(ClientRequest {
-            client_id: self.id,
-            seq: self.seq,
-            op,
-        });
-        myraft_wire::encode_body(cluster_id, self.id, self.msg_id, &body, key).unwrap()
-    }
-
-    pub async fn request(&mut self, op: ClientOp) -> Result<ClientResponse, ClientError> {
-        let bytes = self.encode(UNKNOWN_CLUSTER, op, &key());
-        self.send_raw(&bytes).await;
-        let seq = self.seq;
-        let mut buf = vec![0u8; 65_536];
-        tokio::time::timeout(PATIENCE, async {
-            loop {
-                let (len, _) = self.socket.recv_from(&mut buf).await.unwrap();
-                let envelope = myraft_wire::decode(&buf[..len], &key(), None).unwrap();
-                if let Body::ClientReply(ClientReply {
-                    client_id,
-                    seq: s,
-                    result,
-                }) = envelope.body
-                {
-                    if client_id == self.id && s == seq {
-                        return result;
-                    }
-                }
-            }
-        })
-        .await
-        .expect("no reply from the entrance")
-    }
+/// A client of the entrance at `to`, as `myraft` is before it heard from the cluster: no
+/// cluster id yet, and patient enough that a reply that does not come means a failure.
+pub async fn client(to: SocketAddr) -> Client {
+    let mut client = TestClient::bind(UNKNOWN_CLUSTER, vec![to]).await;
+    client.attempt = PATIENCE;
+    client
 }
 
 /// What a fake node says about itself in its probe replies.

@@ -1,24 +1,20 @@
 //! What the tests that run the real node on turmoil's simulated network share: the socket
-//! adapter and a bare client with explicit client ids and sequence numbers.
+//! adapter, and the bare client of `myraft_wire::test_util` on it.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use myraft_node::server::transport::RecvFuture;
 use myraft_node::server::{NodeConfig, Socket, Timing};
-use myraft_wire::client::{
-    ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency, NodeDetail,
-};
-use myraft_wire::codec;
-use myraft_wire::envelope::{Body, Envelope};
-use myraft_wire::health::{Probe, ProbeReply};
-use myraft_wire::key::ClusterKey;
+use myraft_wire::client::ClientOp;
 use myraft_wire::raft::{Member, Membership};
+use myraft_wire::test_util::{TestClient, TestSocket};
+use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::time::Instant;
 
-/// turmoil's socket as the node's [`Socket`]; only tests know about turmoil.
+/// turmoil's socket as the node's [`Socket`] and the test client's [`TestSocket`]; only
+/// tests know about turmoil.
 pub struct SimSocket(pub turmoil::net::UdpSocket);
 
 impl Socket for SimSocket {
@@ -39,239 +35,25 @@ impl Socket for SimSocket {
     }
 }
 
-/// Client id of reads: they go through no session, so their sequence numbers only pair
-/// replies with requests.
-pub const READER: u64 = 0x5EAD;
-
-/// A client as bare as the one in `tests/server.rs`: one socket, explicit client ids and
-/// sequence numbers, and the leader it last heard from tried first.
-pub struct Client {
-    pub sock: turmoil::net::UdpSocket,
-    pub key: ClusterKey,
-    pub cluster: u64,
-    pub nodes: Vec<SocketAddr>,
-    pub leader: Option<SocketAddr>,
-    pub msg_id: u64,
-    pub read_seq: u64,
-    /// Attempts that got no answer in time: evidence that the network did lose things.
-    pub unanswered: u64,
-    /// How long one attempt waits for its answer.
-    pub attempt: Duration,
-}
-
-impl Client {
-    pub async fn new(cluster: u64, nodes: Vec<SocketAddr>) -> Client {
-        Client {
-            sock: turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
-                .await
-                .unwrap(),
-            key: ClusterKey::lab_default(),
-            cluster,
-            nodes,
-            leader: None,
-            msg_id: 1,
-            read_seq: 0,
-            unanswered: 0,
-            attempt: Duration::from_millis(500),
-        }
+impl TestSocket for SimSocket {
+    fn send_to(&self, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> {
+        self.0.send_to(buf, to)
     }
 
-    /// One attempt against one node: `None` if nothing came back in time.
-    pub async fn ask(
-        &mut self,
-        to: SocketAddr,
-        client_id: u64,
-        seq: u64,
-        op: &ClientOp,
-    ) -> Option<Result<ClientResponse, ClientError>> {
-        self.send(to, client_id, seq, op).await;
-        let mut buf = vec![0u8; 65_536];
-        let deadline = Instant::now() + self.attempt;
-        loop {
-            let Ok(r) = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf)).await
-            else {
-                self.unanswered += 1;
-                return None;
-            };
-            let (n, _) = r.unwrap();
-            let Ok(env) = codec::decode(&buf[..n], &self.key, Some(self.cluster)) else {
-                continue;
-            };
-            if let Body::ClientReply(ClientReply {
-                client_id: c,
-                seq: s,
-                result,
-            }) = env.body
-            {
-                if c == client_id && s == seq {
-                    return Some(result);
-                }
-            }
-        }
-    }
-
-    /// Sends one request and does not wait for its answer.
-    pub async fn send(&mut self, to: SocketAddr, client_id: u64, seq: u64, op: &ClientOp) {
-        self.msg_id += 1;
-        let req = ClientRequest {
-            client_id,
-            seq,
-            op: op.clone(),
-        };
-        let env = Envelope::new(
-            self.cluster,
-            client_id,
-            self.msg_id,
-            Body::ClientRequest(req),
-        );
-        self.sock
-            .send_to(&codec::encode(&env, &self.key).unwrap(), to)
-            .await
-            .unwrap();
-    }
-
-    /// Retries until a node succeeds: the last leader first, then a leader a node names,
-    /// then every node in turn; gives up after `within` of simulated time.
-    pub async fn call_within(
-        &mut self,
-        client_id: u64,
-        seq: u64,
-        op: &ClientOp,
-        within: Duration,
-    ) -> Result<(ClientResponse, SocketAddr), String> {
-        let deadline = Instant::now() + within;
-        let mut first = self.leader;
-        while Instant::now() < deadline {
-            let order: Vec<SocketAddr> = first
-                .into_iter()
-                .chain(self.nodes.iter().copied().filter(|a| Some(*a) != first))
-                .collect();
-            first = None;
-            for to in order {
-                match self.ask(to, client_id, seq, op).await {
-                    Some(Ok(r)) => {
-                        self.leader = Some(to);
-                        return Ok((r, to));
-                    }
-                    Some(Err(ClientError::NotLeader { hint: Some(h) })) => {
-                        if let Ok(a) = h.addr.parse::<SocketAddr>() {
-                            if a != to {
-                                first = Some(a);
-                                break;
-                            }
-                        }
-                    }
-                    Some(Err(
-                        ClientError::NotLeader { .. }
-                        | ClientError::Unavailable { .. }
-                        | ClientError::Timeout,
-                    ))
-                    | None => {}
-                    Some(Err(e)) => return Err(format!("{op:?} failed at {to}: {e}")),
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(format!("{op:?}: no node succeeded within {within:?}"))
-    }
-
-    pub async fn call(
-        &mut self,
-        client_id: u64,
-        seq: u64,
-        op: &ClientOp,
-    ) -> Result<(ClientResponse, SocketAddr), String> {
-        self.call_within(client_id, seq, op, Duration::from_secs(60))
-            .await
-    }
-
-    pub async fn get(&mut self, key: &str) -> Result<(Seen, SocketAddr), String> {
-        self.read_seq += 1;
-        let op = ClientOp::Get {
-            key: key.into(),
-            rev: None,
-            consistency: Consistency::Linearizable,
-        };
-        match self.call(READER, self.read_seq, &op).await? {
-            (ClientResponse::Get(g), at) => Ok((
-                Seen {
-                    value: g.value,
-                    revision: g.revision,
-                    version: g.version,
-                },
-                at,
-            )),
-            (other, _) => Err(format!("get {key}: expected a get result, got {other:?}")),
-        }
-    }
-
-    /// What node `at` has applied of `key`, without asking the leader.
-    pub async fn stale_get(&mut self, at: SocketAddr, key: &str) -> Option<Seen> {
-        self.read_seq += 1;
-        let op = ClientOp::Get {
-            key: key.into(),
-            rev: None,
-            consistency: Consistency::Stale,
-        };
-        match self.ask(at, READER, self.read_seq, &op).await {
-            Some(Ok(ClientResponse::Get(g))) => Some(Seen {
-                value: g.value,
-                revision: g.revision,
-                version: g.version,
-            }),
-            _ => None,
-        }
-    }
-
-    /// The node's probe reply (role, term, the configuration it uses), if it answers.
-    pub async fn probe(&mut self, at: SocketAddr) -> Option<ProbeReply> {
-        self.msg_id += 1;
-        let nonce = self.msg_id;
-        let env = Envelope::new(
-            self.cluster,
-            READER,
-            self.msg_id,
-            Body::Probe(Probe { nonce }),
-        );
-        self.sock
-            .send_to(&codec::encode(&env, &self.key).unwrap(), at)
-            .await
-            .unwrap();
-        let mut buf = vec![0u8; 65_536];
-        let deadline = Instant::now() + self.attempt;
-        loop {
-            let r = tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf))
-                .await
-                .ok()?;
-            let (n, _) = r.unwrap();
-            if let Ok(env) = codec::decode(&buf[..n], &self.key, Some(self.cluster)) {
-                if let Body::ProbeReply(p) = env.body {
-                    if p.nonce == nonce {
-                        return Some(p);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The node's own account of itself, if it answers.
-    pub async fn detail(&mut self, at: SocketAddr) -> Option<NodeDetail> {
-        self.read_seq += 1;
-        let op = ClientOp::NodeDetail {
-            name: String::new(),
-        };
-        match self.ask(at, READER, self.read_seq, &op).await {
-            Some(Ok(ClientResponse::NodeDetail(d))) => Some(d),
-            _ => None,
-        }
+    fn recv_from(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> {
+        self.0.recv_from(buf)
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seen {
-    pub value: Option<Vec<u8>>,
-    pub revision: u64,
-    pub version: u64,
+/// The shared test client, on the simulated network.
+pub type Client = TestClient<SimSocket>;
+
+/// A client of the simulated `nodes`, on a port of its own.
+pub async fn client(cluster: u64, nodes: Vec<SocketAddr>) -> Client {
+    let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .await
+        .unwrap();
+    TestClient::new(SimSocket(socket), cluster, nodes)
 }
 
 pub fn put_op(key: &str, value: &str) -> ClientOp {
