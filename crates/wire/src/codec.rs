@@ -23,7 +23,7 @@ use std::io::{self, Cursor};
 
 /// Bumped whenever the datagram layout or any body changes incompatibly. Nodes of different
 /// versions drop each other's datagrams with [`DecodeError::WrongVersion`].
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The hard cap on a datagram, in bytes: the largest UDP payload over IPv4
 /// (65 535 − 20 bytes of IP header − 8 of UDP header). [`encode`] refuses to produce more
@@ -541,14 +541,16 @@ mod tests {
 
     #[test]
     fn a_future_layout_is_reported_as_a_version_not_garbage() {
-        // Version 2 might have a different number of fields; the version must still be read.
+        // A later version might have a different number of fields; the version must still
+        // be read.
+        let future = u64::from(PROTOCOL_VERSION) + 1;
         let mut bytes = Vec::new();
         rmp::encode::write_array_len(&mut bytes, 3).unwrap();
-        rmp::encode::write_uint(&mut bytes, 2).unwrap();
+        rmp::encode::write_uint(&mut bytes, future).unwrap();
         bytes.extend_from_slice(&[0xc0; 40]);
         assert_eq!(
             decode(&bytes, &key(), Some(CLUSTER)),
-            Err(DecodeError::WrongVersion { got: 2 })
+            Err(DecodeError::WrongVersion { got: future })
         );
     }
 
