@@ -31,8 +31,51 @@ pub struct Config {
     pub relay_timeout: Duration,
 }
 
+/// A [`Config`] the entrance cannot run with; the message names the flag to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// Probes would never stop coming.
+    #[error("--probe-interval-ms must be at least 1")]
+    ProbeInterval,
+    /// Healthy members would be called down between two probes.
+    #[error(
+        "--down-after-ms ({down_after:?}) must exceed --probe-interval-ms ({probe_interval:?}), \
+         or healthy nodes would be reported down between two probes"
+    )]
+    DownAfter {
+        /// The silence that makes a member down.
+        down_after: Duration,
+        /// The time between probes.
+        probe_interval: Duration,
+    },
+    /// The entrance would give up on a node before it could answer.
+    #[error("the request timeout must be at least 1 ms")]
+    RequestTimeout,
+}
+
 impl Config {
+    /// Refuses settings the entrance cannot run with. The binary only parses flags;
+    /// [`crate::Entrance::start`] checks here, so an entrance started in-process gets the same
+    /// checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.probe_interval.is_zero() {
+            return Err(ConfigError::ProbeInterval);
+        }
+        if self.down_after <= self.probe_interval {
+            return Err(ConfigError::DownAfter {
+                down_after: self.down_after,
+                probe_interval: self.probe_interval,
+            });
+        }
+        if self.request_timeout.is_zero() {
+            return Err(ConfigError::RequestTimeout);
+        }
+        Ok(())
+    }
+
+    /// `--probe-interval-ms`.
     pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+    /// `--down-after-ms`.
     pub const DEFAULT_DOWN_AFTER: Duration = Duration::from_millis(1500);
 
     /// Defaults of the command line, with the lab default key.
@@ -48,5 +91,25 @@ impl Config {
             request_timeout: Duration::from_secs(2),
             relay_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_each_rule_refuses() {
+        let config = || Config::new("127.0.0.1:0", "/nonexistent");
+        assert_eq!(config().validate(), Ok(()));
+        let mut c = config();
+        c.probe_interval = Duration::ZERO;
+        assert_eq!(c.validate(), Err(ConfigError::ProbeInterval));
+        let mut c = config();
+        c.down_after = c.probe_interval;
+        assert!(matches!(c.validate(), Err(ConfigError::DownAfter { .. })));
+        let mut c = config();
+        c.request_timeout = Duration::ZERO;
+        assert_eq!(c.validate(), Err(ConfigError::RequestTimeout));
     }
 }

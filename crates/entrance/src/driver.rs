@@ -30,7 +30,7 @@ pub(crate) struct Driver {
 
 /// ±20 %, so probes of several entrances (or restarts) do not fall into lockstep.
 fn jittered(interval: Duration) -> Duration {
-    interval.mul_f64(rand::random_range(0.8..=1.2))
+    myraft_wire::util::jittered(interval, 0.8, 1.2)
 }
 
 impl Driver {

@@ -51,6 +51,8 @@ const INBOUND_QUEUE: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}: {source}; is another process using it?")]
     Bind {
@@ -75,6 +77,7 @@ impl Entrance {
         config: Config,
         shutdown: CancellationToken,
     ) -> Result<Entrance, StartError> {
+        config.validate()?;
         let store = Store::open(&config.data_dir)?;
         let state = match store.load()? {
             Some(state) => {

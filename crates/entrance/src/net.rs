@@ -16,7 +16,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -72,9 +72,7 @@ impl Net {
         }
         // Starting at the wall clock in µs keeps ids above anything an earlier run of this
         // entrance sent, so peers' replay windows accept us after a restart.
-        let start_us = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| d.as_micros() as u64);
+        let start_us = myraft_wire::util::unix_us().max(1);
         Ok(Arc::new(Net {
             socket,
             local_addr,

@@ -8,10 +8,11 @@
 
 use myraft_wire::admission::ClusterId;
 use myraft_wire::raft::{Member, NodeId, Term};
+use myraft_wire::util::{DataDirLock, LockError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 const STATE_FILE: &str = "entrance.state";
@@ -29,11 +30,9 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error(
-        "data dir {dir} is in use by another entrance{}; stop it or pick another --data-dir",
-        match holder { Some(pid) => format!(" (pid {pid})"), None => String::new() }
-    )]
-    Locked { dir: PathBuf, holder: Option<u32> },
+    /// Another entrance holds the data dir, or its lock file cannot be made.
+    #[error(transparent)]
+    Lock(#[from] LockError),
     #[error(
         "{path} is unreadable ({detail}); restore it from a backup, or move it away to start \
          a new cluster (the nodes of the old one will then refuse this entrance)"
@@ -110,50 +109,17 @@ impl PersistedState {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    // Never read: holding the open file is what holds the lock, and the kernel drops it when
-    // the process dies, so a crash leaves no stale lock.
-    _lock: File,
+    // Never read: holding it is what keeps a second entrance off the dir.
+    _lock: DataDirLock,
 }
 
 impl Store {
     /// Creates `dir` if needed and locks it.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(io_err("create data dir", dir))?;
-        let path = dir.join(LOCK_FILE);
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err("open lock file", &path))?;
-        // `File::try_lock` is stable since Rust 1.89; the toolchain this project builds with
-        // has it even though the declared rust-version is older.
-        #[allow(clippy::incompatible_msrv)]
-        let locked = file.try_lock();
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut content = String::new();
-                let holder = file
-                    .read_to_string(&mut content)
-                    .ok()
-                    .and_then(|_| content.trim().parse().ok());
-                return Err(StoreError::Locked {
-                    dir: dir.to_owned(),
-                    holder,
-                });
-            }
-            Err(TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
-        }
-        // Best effort: the pid only makes a later "in use" error more useful.
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| writeln!(file, "{}", std::process::id()));
+        let lock = DataDirLock::acquire(dir, LOCK_FILE, "myraft-entrance")?;
         Ok(Store {
             dir: dir.to_owned(),
-            _lock: file,
+            _lock: lock,
         })
     }
 
@@ -247,7 +213,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _held = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).unwrap_err();
-        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        assert!(
+            matches!(err, StoreError::Lock(LockError::Locked { .. })),
+            "{err}"
+        );
         assert!(err.to_string().contains("in use"), "{err}");
     }
 

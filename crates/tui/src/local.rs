@@ -318,7 +318,7 @@ impl LocalCluster {
 
     /// The key the cluster was started with.
     pub fn key(&self) -> Result<ClusterKey, myraft_wire::key::KeyError> {
-        load_key(self.key_file.as_deref())
+        ClusterKey::load(self.key_file.as_deref(), "myraft")
     }
 
     /// Children that exited since the last call, with how they ended. A node stopped with
@@ -393,7 +393,7 @@ async fn approve_own_nodes(
     key_file: Option<PathBuf>,
     own: Vec<(String, String)>,
 ) {
-    let key = match load_key(key_file.as_deref()) {
+    let key = match ClusterKey::load(key_file.as_deref(), "myraft") {
         Ok(key) => key,
         Err(e) => {
             tracing::warn!(
@@ -515,13 +515,6 @@ async fn terminate(processes: &mut [LocalProcess]) {
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     for p in processes.iter_mut() {
         p.wait_until(deadline).await;
-    }
-}
-
-fn load_key(key_file: Option<&Path>) -> Result<ClusterKey, myraft_wire::key::KeyError> {
-    match key_file {
-        Some(f) => ClusterKey::from_file(f).map(|loaded| loaded.key),
-        None => Ok(ClusterKey::lab_default()),
     }
 }
 

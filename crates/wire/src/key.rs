@@ -141,13 +141,13 @@ impl ClusterKey {
             .chain_update(b"myraft key fingerprint")
             .chain_update(self.0)
             .finalize();
-        hex_encode(&digest[..6])
+        hex::encode(&digest[..6])
     }
 
     /// The secret as 64 lowercase hex digits, as a key file holds it. Never log it; show
     /// [`ClusterKey::fingerprint`] instead.
     pub fn to_hex(&self) -> String {
-        hex_encode(&self.0)
+        hex::encode(self.0)
     }
 
     /// Parses 64 hex digits of either case; whitespace around them is ignored.
@@ -156,9 +156,9 @@ impl ClusterKey {
     }
 
     fn parse_hex(text: &str, origin: &str) -> Result<Self, KeyError> {
-        let bytes = hex_decode(text).map_err(|detail| KeyError::BadHex {
+        let bytes = hex::decode(text).map_err(|e| KeyError::BadHex {
             origin: origin.to_owned(),
-            detail,
+            detail: e.to_string(),
         })?;
         let got = bytes.len();
         let array: [u8; Self::LEN] = bytes.try_into().map_err(|_| KeyError::BadLength {
@@ -231,6 +231,21 @@ impl ClusterKey {
             warning: permission_warning(path),
         })
     }
+
+    /// The key of a `--key-file` flag: read from `path`, or the public lab key without one.
+    /// A warning about the file (say, readable by other users) is printed on stderr as
+    /// `PROGRAM: warning: ...`, where a daemon's journal and an operator's terminal both
+    /// show it; the key still loads.
+    pub fn load(path: Option<&Path>, program: &str) -> Result<ClusterKey, KeyError> {
+        let Some(path) = path else {
+            return Ok(ClusterKey::lab_default());
+        };
+        let loaded = ClusterKey::from_file(path)?;
+        if let Some(warning) = loaded.warning {
+            eprintln!("{program}: warning: {warning}");
+        }
+        Ok(loaded.key)
+    }
 }
 
 impl fmt::Debug for ClusterKey {
@@ -260,38 +275,6 @@ fn permission_warning(path: &Path) -> Option<KeyWarning> {
 #[cfg(not(unix))]
 fn permission_warning(_path: &Path) -> Option<KeyWarning> {
     None
-}
-
-fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
-}
-
-fn hex_decode(text: &str) -> Result<Vec<u8>, String> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let raw = text.as_bytes();
-    if !raw.len().is_multiple_of(2) {
-        return Err(format!("odd number of hex digits ({})", raw.len()));
-    }
-    raw.chunks_exact(2)
-        .enumerate()
-        .map(|(i, pair)| match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(hi), Some(lo)) => Ok((hi << 4) | lo),
-            _ => Err(format!("non-hex character near position {}", i * 2 + 1)),
-        })
-        .collect()
 }
 
 #[cfg(test)]

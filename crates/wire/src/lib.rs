@@ -18,6 +18,9 @@
 //!   retries that keep writes exactly-once, timeouts. `myraft`, the console and `bench`
 //!   use it.
 //!
+//! [`util`] holds the few pieces every process shares: the data-dir lock, the wall clock,
+//! jittered intervals, the log file.
+//!
 //! `strategies` (in tests, or with the `proptest` feature) generates every message for
 //! property tests, here and in the crates that use this one. `test_util` (with the
 //! `test-util` feature) is a bare UDP client for the servers' tests.
@@ -40,6 +43,7 @@ pub mod snapshot;
 pub mod strategies;
 #[cfg(feature = "test-util")]
 pub mod test_util;
+pub mod util;
 
 pub use codec::{
     decode, encode, encode_body, DecodeError, EncodeError, MAX_DATAGRAM, PROTOCOL_VERSION,

@@ -56,7 +56,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -220,10 +220,8 @@ fn describe_tried(tried: &[Target]) -> String {
 fn next_msg_id() -> u64 {
     static NEXT: OnceLock<AtomicU64> = OnceLock::new();
     NEXT.get_or_init(|| {
-        let micros = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2));
-        AtomicU64::new(micros)
+        // Never 0, and with room above for the ids to come.
+        AtomicU64::new(crate::util::unix_us().clamp(1, u64::MAX / 2))
     })
     .fetch_add(1, Ordering::Relaxed)
 }
@@ -803,11 +801,7 @@ pub fn is_data_op(op: &ClientOp) -> bool {
 /// Between half and all of `d`, so that many clients told "not now" at once do not all
 /// come back at once.
 fn jittered(d: Duration) -> Duration {
-    let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    if nanos < 2 {
-        return d;
-    }
-    Duration::from_nanos(rand::random_range(nanos / 2..=nanos))
+    crate::util::jittered(d, 0.5, 1.0)
 }
 
 #[cfg(test)]

@@ -1,17 +1,14 @@
 //! `myraft-entrance`: parses flags, sets up logging, runs [`myraft_entrance::Entrance`]
 //! until Ctrl-C, SIGTERM or `myraft stop --all`.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
 use myraft_entrance::{Config, Entrance};
 use myraft_wire::ClusterKey;
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 /// Admits nodes to a MyRaft cluster, watches their health and routes client requests to
 /// the leader.
@@ -41,36 +38,6 @@ struct Args {
     /// Off unless given.
     #[arg(long, value_name = "MS")]
     auto_remove_after_ms: Option<u64>,
-}
-
-fn init_logging(data_dir: &std::path::Path) -> anyhow::Result<PathBuf> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let path = data_dir.join("entrance.log");
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .with_context(|| format!("cannot open log file {}", path.display()))?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(Mutex::new(file))
-        .init();
-    Ok(path)
-}
-
-fn load_key(path: Option<&std::path::Path>) -> anyhow::Result<ClusterKey> {
-    let Some(path) = path else {
-        return Ok(ClusterKey::lab_default());
-    };
-    let loaded = ClusterKey::from_file(path).context("cannot load the cluster key")?;
-    if let Some(warning) = loaded.warning {
-        tracing::warn!("{warning}");
-        eprintln!("myraft-entrance: warning: {warning}");
-    }
-    Ok(loaded.key)
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
@@ -107,19 +74,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if args.probe_interval_ms == 0 {
-        bail!("--probe-interval-ms must be at least 1");
-    }
-    if args.down_after_ms <= args.probe_interval_ms {
-        bail!(
-            "--down-after-ms ({}) must exceed --probe-interval-ms ({}), or healthy nodes \
-             would be reported down between two probes",
-            args.down_after_ms,
-            args.probe_interval_ms
-        );
-    }
-    let log = init_logging(&args.data_dir)?;
-    let key = load_key(args.key_file.as_deref())?;
+    let key = ClusterKey::load(args.key_file.as_deref(), "myraft-entrance")
+        .context("cannot load the cluster key")?;
     let lab_key = key.is_lab_default();
 
     let mut config = Config::new(args.listen.clone(), args.data_dir.clone());
@@ -128,6 +84,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.probe_interval = Duration::from_millis(args.probe_interval_ms);
     config.down_after = Duration::from_millis(args.down_after_ms);
     config.auto_remove_after = args.auto_remove_after_ms.map(Duration::from_millis);
+    // Refused here too, before anything is written to the data dir.
+    config.validate()?;
+    let log = args.data_dir.join("entrance.log");
+    myraft_wire::util::log_to_file(&log)
+        .with_context(|| format!("cannot open the log file {}", log.display()))?;
 
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;

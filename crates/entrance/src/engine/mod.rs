@@ -68,16 +68,9 @@ impl Now {
     pub fn system() -> Now {
         Now {
             at: Instant::now(),
-            unix_ms: unix_ms(),
+            unix_ms: myraft_wire::util::unix_ms(),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch, 0 if the clock is before it.
-pub(crate) fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Where a datagram goes: the address a request came from, or an address from the

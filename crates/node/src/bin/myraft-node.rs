@@ -1,7 +1,7 @@
 //! `myraft-node`: one headless server of a MyRaft cluster. Parses flags, sets up logging and
 //! hands over to `myraft_node::server::run`.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
 use myraft_node::server::{config, run, NodeConfig, Timing};
 use myraft_wire::key::ClusterKey;
@@ -82,75 +82,42 @@ fn main() -> ExitCode {
 }
 
 fn run_node(args: Args) -> anyhow::Result<()> {
-    if args.name.trim().is_empty() {
-        bail!("--name must not be empty");
-    }
     let listen = resolve(&args.listen, "--listen")?;
     let entrances = args
         .entrance
         .iter()
         .map(|e| resolve(e, "--entrance"))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if args.heartbeat_ms < 2 || args.election_timeout_ms < 2 * args.heartbeat_ms {
-        bail!("--election-timeout-ms must be at least twice --heartbeat-ms (and the heartbeat at least 2 ms)");
-    }
-    if args.max_datagram < 512 || args.max_datagram > myraft_wire::codec::MAX_DATAGRAM {
-        bail!(
-            "--max-datagram must be between 512 and {}",
-            myraft_wire::codec::MAX_DATAGRAM
-        );
-    }
-    let key = match &args.key_file {
-        Some(p) => {
-            let loaded = ClusterKey::from_file(p)
-                .with_context(|| format!("loading --key-file {}", p.display()))?;
-            if let Some(w) = loaded.warning {
-                eprintln!("warning: {w}");
-            }
-            loaded.key
-        }
-        None => ClusterKey::lab_default(),
-    };
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating --data-dir {}", args.data_dir.display()))?;
-    let log_path = args.data_dir.join("node.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening log file {}", log_path.display()))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(log))
-        .init();
-
+    let key = ClusterKey::load(args.key_file.as_deref(), "myraft-node")
+        .context("cannot load --key-file")?;
     // A tick is half a heartbeat, so heartbeats go out every two ticks.
     let tick = Duration::from_millis(args.heartbeat_ms / 2);
     let timing = Timing {
         tick,
         heartbeat_ticks: 2,
-        election_ticks: (args.election_timeout_ms / (args.heartbeat_ms / 2)).max(4) as u32,
+        // A zero tick (a heartbeat under 2 ms) is refused by `NodeConfig::validate`.
+        election_ticks: u32::try_from(
+            args.election_timeout_ms
+                .checked_div(args.heartbeat_ms / 2)
+                .unwrap_or(0),
+        )
+        .unwrap_or(u32::MAX),
     };
     let mut cfg = NodeConfig::new(&args.name, listen, entrances, args.data_dir.clone());
     cfg.advertise = args.advertise;
     cfg.key = key;
     cfg.timing = timing;
     cfg.max_datagram = args.max_datagram;
-    if args.log_retain_mb == 0 {
-        bail!("--log-retain-mb must be at least 1");
-    }
-    if args.sync_interval_ms == 0 || args.sync_interval_ms > 60_000 {
-        bail!("--sync-interval-ms must be between 1 and 60000");
-    }
     cfg.log_retain_bytes = args.log_retain_mb.saturating_mul(1 << 20);
     cfg.cache_bytes = usize::try_from(args.cache_mb.max(1).saturating_mul(1 << 20))
         .context("--cache-mb is too large for this machine")?;
     cfg.sync_interval = Duration::from_millis(args.sync_interval_ms);
     cfg.auto_compact_revisions = args.auto_compact_revisions;
+    // Refused here too, before anything is written to the data dir.
+    cfg.validate()?;
+    let log_path = args.data_dir.join("node.log");
+    myraft_wire::util::log_to_file(&log_path)
+        .with_context(|| format!("cannot open the log file {}", log_path.display()))?;
 
     eprintln!(
         "myraft-node {} on {listen}, data in {}, log in {}",

@@ -5,7 +5,7 @@ use myraft_wire::codec::DEFAULT_PAYLOAD_BUDGET;
 use myraft_wire::key::ClusterKey;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Everything `myraft-node` needs to run.
 #[derive(Clone)]
@@ -62,14 +62,59 @@ pub const DEFAULT_AUTO_COMPACT_REVISIONS: u64 = 1_000_000;
 
 /// Raft timing. The defaults suit a LAN: a heartbeat every 50 ms and an election timeout
 /// drawn from 250–500 ms, so a dead leader is replaced within half a second or so. The
-/// leader's loop fsyncs between heartbeats, so a disk that stalls one fsync for longer than
-/// 250 ms can cost an election; a million puts from 64 clients see none on this project's
-/// machines (README, "Failover"). Slower disks want `--election-timeout-ms` raised.
+/// leader flushes its log beside its loop, so its heartbeats go on while its disk is busy;
+/// a million puts from 64 clients see no election on this project's machines (README,
+/// "Failover"). Networks that lose or delay heartbeats want `--election-timeout-ms` raised.
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {
+    /// One unit of the core's logical time.
     pub tick: Duration,
+    /// The base election timeout in ticks; each timeout is drawn from `[e, 2e)`.
     pub election_ticks: u32,
+    /// Ticks between a leader's heartbeats.
     pub heartbeat_ticks: u32,
+}
+
+/// The smallest datagram budget a node accepts: room for an envelope and a few entries.
+pub const MIN_DATAGRAM: usize = 512;
+/// The longest `sync_interval` a node accepts: the store's synced index gates log
+/// compaction, so a longer one lets the log grow for that long.
+pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A [`NodeConfig`] a node cannot run with; the message names the flag to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The node has no name.
+    #[error("--name must not be empty")]
+    EmptyName,
+    /// The tick is zero, there is no heartbeat, or elections are too quick for heartbeats.
+    #[error(
+        "--election-timeout-ms must be at least twice --heartbeat-ms (and the heartbeat at \
+         least 2 ms); got a tick of {tick:?}, heartbeats every {heartbeat_ticks} ticks and \
+         elections after {election_ticks}"
+    )]
+    Timing {
+        /// The tick given.
+        tick: Duration,
+        /// Heartbeat ticks given.
+        heartbeat_ticks: u32,
+        /// Election ticks given.
+        election_ticks: u32,
+    },
+    /// The datagram budget is outside what the codec and the log can use.
+    #[error("--max-datagram must be between {MIN_DATAGRAM} and {max}; got {got}")]
+    MaxDatagram {
+        /// The budget given.
+        got: usize,
+        /// The codec's limit.
+        max: usize,
+    },
+    /// No log is kept for lagging followers.
+    #[error("--log-retain-mb must be at least 1")]
+    LogRetain,
+    /// The store would never sync, or too rarely.
+    #[error("--sync-interval-ms must be between 1 and {}", MAX_SYNC_INTERVAL.as_millis())]
+    SyncInterval,
 }
 
 impl Default for Timing {
@@ -109,6 +154,36 @@ impl NodeConfig {
         }
     }
 
+    /// Refuses a configuration the node cannot run with. The binary only parses flags; the
+    /// server checks here, so tests that start nodes in-process get the same checks.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() {
+            return Err(ConfigError::EmptyName);
+        }
+        let t = self.timing;
+        if t.tick.is_zero() || t.heartbeat_ticks == 0 || t.election_ticks < 2 * t.heartbeat_ticks {
+            return Err(ConfigError::Timing {
+                tick: t.tick,
+                heartbeat_ticks: t.heartbeat_ticks,
+                election_ticks: t.election_ticks,
+            });
+        }
+        let max = myraft_wire::codec::MAX_DATAGRAM;
+        if !(MIN_DATAGRAM..=max).contains(&self.max_datagram) {
+            return Err(ConfigError::MaxDatagram {
+                got: self.max_datagram,
+                max,
+            });
+        }
+        if self.log_retain_bytes == 0 {
+            return Err(ConfigError::LogRetain);
+        }
+        if self.sync_interval.is_zero() || self.sync_interval > MAX_SYNC_INTERVAL {
+            return Err(ConfigError::SyncInterval);
+        }
+        Ok(())
+    }
+
     pub fn advertised(&self, bound: SocketAddr) -> String {
         self.advertise.clone().unwrap_or_else(|| bound.to_string())
     }
@@ -116,7 +191,56 @@ impl NodeConfig {
 
 /// The system's wall clock in µs; 0 if it reads before the epoch.
 pub fn system_clock_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    myraft_wire::util::unix_us()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        let listen = SocketAddr::from(([127, 0, 0, 1], 7001));
+        NodeConfig::new("n1", listen, Vec::new(), PathBuf::from("/nonexistent"))
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert_eq!(config().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_rule_refuses_what_a_node_cannot_run_with() {
+        let mut c = config();
+        c.name = " ".into();
+        assert_eq!(c.validate(), Err(ConfigError::EmptyName));
+
+        for (tick_ms, heartbeat_ticks, election_ticks) in [(0, 2, 10), (25, 0, 10), (25, 2, 3)] {
+            let mut c = config();
+            c.timing = Timing {
+                tick: Duration::from_millis(tick_ms),
+                heartbeat_ticks,
+                election_ticks,
+            };
+            assert!(
+                matches!(c.validate(), Err(ConfigError::Timing { .. })),
+                "tick {tick_ms} ms, heartbeat {heartbeat_ticks}, election {election_ticks}"
+            );
+        }
+
+        for size in [MIN_DATAGRAM - 1, myraft_wire::codec::MAX_DATAGRAM + 1] {
+            let mut c = config();
+            c.max_datagram = size;
+            assert!(matches!(c.validate(), Err(ConfigError::MaxDatagram { .. })));
+        }
+
+        let mut c = config();
+        c.log_retain_bytes = 0;
+        assert_eq!(c.validate(), Err(ConfigError::LogRetain));
+
+        for interval in [Duration::ZERO, MAX_SYNC_INTERVAL + Duration::from_millis(1)] {
+            let mut c = config();
+            c.sync_interval = interval;
+            assert_eq!(c.validate(), Err(ConfigError::SyncInterval));
+        }
+    }
 }

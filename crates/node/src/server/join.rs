@@ -10,6 +10,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// Join requests go out once a second; the log says so on the first and then every this
+/// many, so a node waiting for approval neither floods its log nor looks stuck.
+const LOG_EVERY_ASKS: u64 = 30;
+
 pub struct Admitted {
     pub cluster_id: u64,
     pub node_id: NodeId,
@@ -37,7 +41,7 @@ pub async fn join(
             t.send(*e, Body::JoinRequest(req.clone()));
         }
         asked += 1;
-        if asked == 1 || asked.is_multiple_of(30) {
+        if asked == 1 || asked.is_multiple_of(LOG_EVERY_ASKS) {
             tracing::info!(entrances = ?entrances, "asking the entrance to join as {name} at {addr}");
         }
         let deadline = tokio::time::sleep(Duration::from_secs(1));

@@ -32,7 +32,7 @@ pub use node::{run, run_with_socket};
 pub use transport::Socket;
 
 use crate::raft::InitialState;
-use crate::storage::{DataDirLock, DiskOptions, DiskStorage, Storage};
+use crate::storage::{DiskOptions, DiskStorage, Storage};
 use identity::Identity;
 use myraft_wire::raft::Membership;
 
@@ -66,7 +66,7 @@ pub fn bootstrap_static_with(
     disk: &DiskOptions,
 ) -> Result<(), ServerError> {
     std::fs::create_dir_all(data_dir).map_err(|e| ServerError::io("create", data_dir, e))?;
-    let _lock = DataDirLock::acquire(data_dir)?;
+    let _lock = crate::storage::lock_data_dir(data_dir)?;
     let (mut storage, _) = DiskStorage::open(&data_dir.join("raft"), disk.clone())?;
     if storage.last_index() == 0 {
         let init = InitialState::bootstrap(membership);
@@ -114,6 +114,8 @@ pub enum ServerError {
     Apply(String),
     #[error("invalid Raft configuration: {0}")]
     RaftConfig(#[from] crate::raft::ConfigError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
 }
 
 impl ServerError {

@@ -62,6 +62,9 @@ const MAX_DEFERRED: usize = 50_000;
 const LINGER_HEARTBEATS: u64 = 3;
 /// Ticks between checks whether the log has outgrown its retention.
 const COMPACT_CHECK_TICKS: u64 = 4;
+/// Ticks between walks of the data dir for its size (reported in probes): a walk reads
+/// every file's metadata, and the size changes slowly.
+const DIR_SIZE_TICKS: u64 = 100;
 
 pub(super) struct Node {
     cfg: NodeConfig,
@@ -74,8 +77,8 @@ pub(super) struct Node {
     apply_events: tokio::sync::mpsc::UnboundedReceiver<ApplyEvent>,
     /// Where the state store stands, as the applier last reported.
     store: StoreState,
-    t: Transport,
-    snaps: SnapshotTransfers,
+    transport: Transport,
+    snapshots: SnapshotTransfers,
     /// Peer addresses: from the configuration, else from where their datagrams came.
     seen: BTreeMap<NodeId, SocketAddr>,
     pending_writes: PendingWrites,
@@ -146,12 +149,12 @@ impl Node {
                         self.on_apply_event(ev)?;
                     }
                 }
-                r = self.t.recv() => {
+                r = self.transport.recv() => {
                     let (env, from) = r.map_err(|e| ServerError::io("receive on", Path::new("socket"), e))?;
                     self.on_datagram(env.from, env.body, from);
                     // Everything already waiting joins this batch: one fsync covers it all.
                     for _ in 0..MAX_BATCH {
-                        let Some((env, from)) = self.t.try_recv() else { break };
+                        let Some((env, from)) = self.transport.try_recv() else { break };
                         self.on_datagram(env.from, env.body, from);
                     }
                 }
@@ -248,10 +251,10 @@ impl Node {
         self.ticks += 1;
         self.raft.tick();
         self.applier.tick();
-        self.snaps.on_tick(&mut self.t);
+        self.snapshots.on_tick(&mut self.transport);
         if self.raft.is_leader() {
             let raft = &self.raft;
-            self.snaps.keep_wanted(|to| {
+            self.snapshots.keep_wanted(|to| {
                 raft.progress(to)
                     .is_some_and(|p| p.state == ProgressState::Snapshot)
             });
@@ -266,7 +269,7 @@ impl Node {
         {
             self.send_removed_notices();
         }
-        if self.ticks.is_multiple_of(100) {
+        if self.ticks.is_multiple_of(DIR_SIZE_TICKS) {
             self.data_dir_bytes = dir_size(&self.cfg.data_dir);
         }
         Ok(())
@@ -275,10 +278,10 @@ impl Node {
     fn after_turn(&mut self) {
         self.applier.turn();
         self.syncer.turn();
-        self.snaps.pump_all(&mut self.t);
+        self.snapshots.pump_all(&mut self.transport);
         let leader = self.raft.is_leader();
         if !leader && self.was_leader {
-            self.snaps.cancel_outgoing();
+            self.snapshots.cancel_outgoing();
         }
         if leader && !self.was_leader {
             tracing::info!(term = self.raft.term(), "became leader");
@@ -289,7 +292,7 @@ impl Node {
             self.told_term = self.raft.term();
             let reply = self.probe_reply(0);
             for e in self.cfg.entrances.clone() {
-                self.t.send(e, Body::ProbeReply(reply.clone()));
+                self.transport.send(e, Body::ProbeReply(reply.clone()));
             }
         }
         self.was_leader = leader;
@@ -304,12 +307,15 @@ impl Node {
                 self.raft.step(m);
             }
             Body::SnapshotChunk(c) => {
-                if let Some(m) = self.snaps.on_chunk(&mut self.t, sender, from, c) {
+                if let Some(m) = self
+                    .snapshots
+                    .on_chunk(&mut self.transport, sender, from, c)
+                {
                     self.applier.send(m);
                 }
             }
             Body::SnapshotChunkAck(a) => {
-                if let Some(w) = self.snaps.on_ack(&mut self.t, sender, a) {
+                if let Some(w) = self.snapshots.on_ack(&mut self.transport, sender, a) {
                     self.applier.send(ApplyMsg::Export {
                         to: sender,
                         resume: w.resume,
@@ -318,7 +324,7 @@ impl Node {
             }
             Body::Probe(Probe { nonce }) => {
                 let reply = self.probe_reply(nonce);
-                self.t.send(from, Body::ProbeReply(reply));
+                self.transport.send(from, Body::ProbeReply(reply));
             }
             Body::ClientRequest(req) => self.on_client(from, req),
             other => tracing::debug!(
@@ -468,7 +474,7 @@ impl Node {
             if let RaftBody::InstallSnapshot(_) = &m.body {
                 // The core's snapshot is only a log position; what the follower gets is
                 // the store as of now, streamed from a read transaction.
-                if self.snaps.want(m.to, addr) {
+                if self.snapshots.want(m.to, addr) {
                     self.applier.send(ApplyMsg::Export {
                         to: m.to,
                         resume: None,
@@ -476,7 +482,7 @@ impl Node {
                 }
                 continue;
             }
-            self.t.send(addr, Body::Raft(m));
+            self.transport.send(addr, Body::Raft(m));
         }
     }
 
@@ -549,7 +555,7 @@ impl Node {
             .filter_map(|&id| self.raft.progress(id))
             .filter(|p| p.ticks_since_heard < recent)
             .map(|p| p.match_index);
-        lagging.chain(self.snaps.hold_index()).min()
+        lagging.chain(self.snapshots.hold_index()).min()
     }
 
     /// The leader keeps `auto_compact_revisions` revisions: once the store holds a tenth more
@@ -653,7 +659,7 @@ impl Node {
                     },
                 },
             };
-            self.t.send(n.addr, Body::ClientRequest(req));
+            self.transport.send(n.addr, Body::ClientRequest(req));
         }
         notices.retain(|n| n.sends_left > 0);
         self.removed_notices = notices;

@@ -12,7 +12,7 @@
 //! - [`MemStorage`]: the same rules held in memory, for tests of the layers above.
 //! - [`DiskStorage`]: a segmented, checksummed, append-only write-ahead log plus a snapshot
 //!   file; see `disk.rs` for the on-disk format and recovery rules.
-//! - [`DataDirLock`]: keeps a second `myraft-node` process off a data dir that is in use.
+//! - [`lock_data_dir`]: keeps a second `myraft-node` process off a data dir that is in use.
 //! - [`Vfs`]: the file operations `DiskStorage` uses; [`OsFs`] is the real file system and
 //!   [`SimFs`] one in memory that loses unsynced writes at a crash, for crash tests.
 //!
@@ -22,7 +22,6 @@
 //! `prev_log_term` at the boundary.
 
 mod disk;
-mod lock;
 mod log;
 mod mem;
 mod record;
@@ -35,8 +34,8 @@ mod tests;
 pub use disk::{
     DiskOptions, DiskStorage, PendingSync, RecoveryReport, SyncDone, DEFAULT_SEGMENT_SIZE,
 };
-pub use lock::DataDirLock;
 pub use mem::MemStorage;
+pub use myraft_wire::util::DataDirLock;
 pub use sim_fs::{Fault, SimFs};
 pub use vfs::{OpenMode, OsFs, Vfs, VfsFile};
 
@@ -165,13 +164,15 @@ pub enum StorageError {
     #[error("cannot encode a log record: {0}")]
     Encode(String),
 
-    /// Another process holds the data dir.
-    #[error(
-        "data dir {} is in use by another myraft-node{}; stop that process or choose another --data-dir",
-        dir.display(),
-        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
-    )]
-    Locked { dir: PathBuf, holder: Option<u32> },
+    /// Another process holds the data dir, or its lock file cannot be made.
+    #[error(transparent)]
+    Lock(#[from] myraft_wire::util::LockError),
+}
+
+/// Locks a node's data dir (through `DIR/LOCK`) for this process's whole life: two
+/// processes appending to one log would break it beyond repair.
+pub fn lock_data_dir(dir: &std::path::Path) -> Result<DataDirLock, StorageError> {
+    Ok(DataDirLock::acquire(dir, "LOCK", "myraft-node")?)
 }
 
 impl StorageError {

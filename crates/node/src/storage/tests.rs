@@ -760,17 +760,23 @@ fn storage_unusable_dir_is_a_clear_error() {
     assert!(matches!(err, StorageError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 
-    let err = DataDirLock::acquire(&file).unwrap_err();
+    let err = lock_data_dir(&file).unwrap_err();
     assert!(err.to_string().contains("not-a-dir"), "{err}");
 }
 
 #[test]
 fn storage_data_dir_lock_is_exclusive() {
     let dir = tempdir();
-    let lock = DataDirLock::acquire(dir.path()).unwrap();
-    let err = DataDirLock::acquire(dir.path()).unwrap_err();
+    let lock = lock_data_dir(dir.path()).unwrap();
+    let err = lock_data_dir(dir.path()).unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, StorageError::Locked { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            StorageError::Lock(myraft_wire::util::LockError::Locked { .. })
+        ),
+        "{err:?}"
+    );
     assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     assert!(msg.contains("another myraft-node"), "{msg}");
     assert!(
@@ -778,7 +784,7 @@ fn storage_data_dir_lock_is_exclusive() {
         "{msg}"
     );
     drop(lock);
-    DataDirLock::acquire(dir.path()).unwrap();
+    lock_data_dir(dir.path()).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------

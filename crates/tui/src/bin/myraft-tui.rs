@@ -5,7 +5,6 @@ use clap::Parser;
 use myraft_tui::console::{self, Target};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 
 /// MyRaft operator console: cluster health on one screen, keys to act on it (? for help).
 #[derive(Parser)]
@@ -43,23 +42,9 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let log = console::log_path();
-    if let Some(dir) = log.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .with_context(|| format!("opening the log file {}", log.display()))?;
     // The terminal belongs to the screen; anything printed there would tear it.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(Mutex::new(file))
-        .with_ansi(false)
-        .init();
+    myraft_wire::util::log_to_file(&log)
+        .with_context(|| format!("opening the log file {}", log.display()))?;
     tracing::info!(log = %log.display(), "myraft-tui starting");
     let target = match args.local {
         Some(n) => Target::Local(usize::from(n)),

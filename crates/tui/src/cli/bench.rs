@@ -85,10 +85,10 @@ impl BenchArgs {
                 )));
             }
         }
-        if self.value_size > super::MAX_VALUE {
+        if self.value_size > super::MAX_VALUE_BYTES {
             return Err(CliError::bad_request(format!(
                 "--value-size must be at most {} bytes (the value limit)",
-                super::MAX_VALUE
+                super::MAX_VALUE_BYTES
             )));
         }
         if !(0.0..=1.0).contains(&self.read_ratio) {
@@ -789,7 +789,7 @@ mod tests {
                 ..good.clone()
             },
             BenchArgs {
-                value_size: super::super::MAX_VALUE + 1,
+                value_size: super::super::MAX_VALUE_BYTES + 1,
                 ..good.clone()
             },
             BenchArgs {

@@ -23,10 +23,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Keys longer than this are refused by the nodes; refusing them here says why sooner.
-pub const MAX_KEY: usize = 1024;
-/// The largest value the nodes accept.
-pub const MAX_VALUE: usize = 32 * 1024;
+// The nodes' own limits: refusing a key or value here says why sooner.
+pub use myraft_wire::client::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -312,14 +310,7 @@ pub fn parse_entrances(text: &str) -> Result<Vec<SocketAddr>, CliError> {
 }
 
 pub fn load_key(path: Option<&std::path::Path>) -> Result<ClusterKey, CliError> {
-    let Some(path) = path else {
-        return Ok(ClusterKey::lab_default());
-    };
-    let loaded = ClusterKey::from_file(path).map_err(|e| CliError::bad_request(e.to_string()))?;
-    if let Some(warning) = loaded.warning {
-        eprintln!("myraft: warning: {warning}");
-    }
-    Ok(loaded.key)
+    ClusterKey::load(path, "myraft").map_err(|e| CliError::bad_request(e.to_string()))
 }
 
 /// A key or value from the command line, as bytes.
@@ -339,9 +330,9 @@ pub fn key_arg(text: &str, hex: bool) -> Result<Vec<u8>, CliError> {
     if key.is_empty() {
         return Err(CliError::bad_request("KEY is empty: give a non-empty key"));
     }
-    if key.len() > MAX_KEY {
+    if key.len() > MAX_KEY_BYTES {
         return Err(CliError::bad_request(format!(
-            "KEY is {} bytes, more than the {MAX_KEY}-byte limit: use a shorter key",
+            "KEY is {} bytes, more than the {MAX_KEY_BYTES}-byte limit: use a shorter key",
             key.len()
         )));
     }
@@ -350,9 +341,9 @@ pub fn key_arg(text: &str, hex: bool) -> Result<Vec<u8>, CliError> {
 
 fn value_arg(text: &str, hex: bool) -> Result<Vec<u8>, CliError> {
     let value = arg_bytes(text, hex, "VALUE")?;
-    if value.len() > MAX_VALUE {
+    if value.len() > MAX_VALUE_BYTES {
         return Err(CliError::bad_request(format!(
-            "VALUE is {} bytes, more than the {MAX_VALUE}-byte limit: store large data \
+            "VALUE is {} bytes, more than the {MAX_VALUE_BYTES}-byte limit: store large data \
              elsewhere and keep a reference here",
             value.len()
         )));

@@ -157,9 +157,9 @@ fn bad_input_is_refused_before_anything_is_sent() {
         assert_eq!(err.code, "bad_request", "{args:?}");
         assert!(!err.message.is_empty());
     }
-    let long = "k".repeat(MAX_KEY + 1);
+    let long = "k".repeat(MAX_KEY_BYTES + 1);
     assert_eq!(op_of(&["get", &long]).unwrap_err().code, "bad_request");
-    let big = "v".repeat(MAX_VALUE + 1);
+    let big = "v".repeat(MAX_VALUE_BYTES + 1);
     assert_eq!(op_of(&["put", "k", &big]).unwrap_err().code, "bad_request");
 }
 

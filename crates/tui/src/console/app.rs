@@ -6,7 +6,7 @@
 use super::backend::BackendError;
 use super::format;
 use super::keys::{self, Action, Context};
-use super::popup::{Confirm, Input, InputKind, Outcome as PopupOutcome, Popup};
+use super::popup::{Confirm, Input, InputKind, Popup, PopupAction};
 use crossterm::event::KeyEvent;
 use myraft_wire::client::{ClientOp, ClientResponse, ClusterStatus, NodeDetail, StopTarget};
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ pub enum Connection {
 
 /// The last finished user request, for the status line.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Notice {
     Ok(String),
     Err(String),
 }
@@ -68,7 +68,7 @@ pub struct App {
     pub peer: usize,
     pub pending: usize,
     pub popup: Option<Popup>,
-    pub outcome: Option<Outcome>,
+    pub notice: Option<Notice>,
     /// Advances with every tick, for the spinner.
     pub frame: usize,
     pub quit: bool,
@@ -93,7 +93,7 @@ impl App {
             peer: 0,
             pending: 0,
             popup: None,
-            outcome: None,
+            notice: None,
             frame: 0,
             quit: false,
             in_flight: HashMap::new(),
@@ -164,13 +164,13 @@ impl App {
             return;
         }
         match popup.on_key(&key) {
-            PopupOutcome::Stay => {}
-            PopupOutcome::Close => self.popup = None,
-            PopupOutcome::Send(op) => {
+            PopupAction::Stay => {}
+            PopupAction::Close => self.popup = None,
+            PopupAction::Send(op) => {
                 self.popup = None;
                 self.send_user(op);
             }
-            PopupOutcome::Replace(next) => self.popup = Some(*next),
+            PopupAction::Replace(next) => self.popup = Some(*next),
         }
     }
 
@@ -262,7 +262,7 @@ impl App {
     }
 
     fn no_selection(&mut self, what: &str) {
-        self.outcome = Some(Outcome::Err(format!(
+        self.notice = Some(Notice::Err(format!(
             "no {what} selected; wait for the cluster status, or Tab to the other pane"
         )));
     }
@@ -359,7 +359,7 @@ impl App {
         let response = match result {
             Ok(r) => r,
             Err(e) => {
-                self.outcome = Some(Outcome::Err(format!("{what}: {e}")));
+                self.notice = Some(Notice::Err(format!("{what}: {e}")));
                 return;
             }
         };
@@ -416,11 +416,11 @@ impl App {
                 }
             }
             (_, other) => {
-                self.outcome = Some(Outcome::Err(format!("{what}: unexpected answer {other:?}")));
+                self.notice = Some(Notice::Err(format!("{what}: unexpected answer {other:?}")));
                 return;
             }
         };
-        self.outcome = Some(Outcome::Ok(message));
+        self.notice = Some(Notice::Ok(message));
     }
 }
 

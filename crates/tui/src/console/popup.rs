@@ -15,9 +15,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Padding, Paragraph, Wrap};
 use ratatui::Frame;
 
-/// Keys and values above these sizes are refused by the nodes; say so before sending.
-const MAX_KEY: usize = 1024;
-const MAX_VALUE: usize = 32 * 1024;
+// Keys and values above the nodes' limits are refused; say so before sending.
+use myraft_wire::client::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 pub enum Popup {
     Input(Input),
@@ -37,7 +36,7 @@ pub enum Popup {
 }
 
 /// What a key did to a popup.
-pub enum Outcome {
+pub enum PopupAction {
     Stay,
     Close,
     /// Close, and send this request.
@@ -55,7 +54,7 @@ impl Popup {
         }
     }
 
-    pub fn on_key(&mut self, key: &KeyEvent) -> Outcome {
+    pub fn on_key(&mut self, key: &KeyEvent) -> PopupAction {
         let action = keys::action(&[self.context()], key);
         match self {
             Popup::Input(input) => input.on_key(action, key),
@@ -66,16 +65,16 @@ impl Popup {
                     _ => None,
                 };
                 match (action, scroll) {
-                    (Some(Action::Close), _) => Outcome::Close,
+                    (Some(Action::Close), _) => PopupAction::Close,
                     (Some(Action::Down), Some(s)) => {
                         *s = s.saturating_add(1);
-                        Outcome::Stay
+                        PopupAction::Stay
                     }
                     (Some(Action::Up), Some(s)) => {
                         *s = s.saturating_sub(1);
-                        Outcome::Stay
+                        PopupAction::Stay
                     }
-                    _ => Outcome::Stay,
+                    _ => PopupAction::Stay,
                 }
             }
         }
@@ -201,16 +200,16 @@ impl Input {
         }
     }
 
-    fn on_key(&mut self, action: Option<Action>, key: &KeyEvent) -> Outcome {
+    fn on_key(&mut self, action: Option<Action>, key: &KeyEvent) -> PopupAction {
         match action {
-            Some(Action::Close) => return Outcome::Close,
+            Some(Action::Close) => return PopupAction::Close,
             Some(Action::NextField) => {
                 self.focus = (self.focus + 1) % self.fields.len();
-                return Outcome::Stay;
+                return PopupAction::Stay;
             }
             Some(Action::Submit) if self.focus + 1 < self.fields.len() => {
                 self.focus += 1;
-                return Outcome::Stay;
+                return PopupAction::Stay;
             }
             Some(Action::Submit) => return self.submit(),
             _ => {}
@@ -230,22 +229,22 @@ impl Input {
             }
             _ => {}
         }
-        Outcome::Stay
+        PopupAction::Stay
     }
 
-    fn submit(&mut self) -> Outcome {
+    fn submit(&mut self) -> PopupAction {
         let key = self.fields[0].clone().into_bytes();
         let problem = if key.is_empty() {
             Some("the key is empty: type one, or Esc to cancel".to_owned())
-        } else if key.len() > MAX_KEY {
+        } else if key.len() > MAX_KEY_BYTES {
             Some(format!(
-                "the key is {} bytes; at most {MAX_KEY} are allowed",
+                "the key is {} bytes; at most {MAX_KEY_BYTES} are allowed",
                 key.len()
             ))
         } else {
             match self.fields.get(1) {
-                Some(v) if v.len() > MAX_VALUE => Some(format!(
-                    "the value is {} bytes; at most {MAX_VALUE} are allowed",
+                Some(v) if v.len() > MAX_VALUE_BYTES => Some(format!(
+                    "the value is {} bytes; at most {MAX_VALUE_BYTES} are allowed",
                     v.len()
                 )),
                 _ => None,
@@ -254,20 +253,20 @@ impl Input {
         if let Some(problem) = problem {
             self.error = Some(problem);
             self.focus = 0;
-            return Outcome::Stay;
+            return PopupAction::Stay;
         }
         match self.kind {
-            InputKind::Put => Outcome::Send(ClientOp::Put {
+            InputKind::Put => PopupAction::Send(ClientOp::Put {
                 key,
                 value: self.fields[1].clone().into_bytes(),
             }),
-            InputKind::Get => Outcome::Send(ClientOp::Get {
+            InputKind::Get => PopupAction::Send(ClientOp::Get {
                 key,
                 rev: None,
                 consistency: Consistency::Linearizable,
             }),
-            InputKind::History => Outcome::Send(ClientOp::History { key }),
-            InputKind::Delete => Outcome::Replace(Box::new(Confirm::ask(
+            InputKind::History => PopupAction::Send(ClientOp::History { key }),
+            InputKind::Delete => PopupAction::Replace(Box::new(Confirm::ask(
                 format!("Delete key {}? A tombstone is written.", self.fields[0]),
                 ClientOp::Delete { key },
             ))),
@@ -320,17 +319,17 @@ impl Confirm {
         })
     }
 
-    fn on_key(&mut self, action: Option<Action>) -> Outcome {
+    fn on_key(&mut self, action: Option<Action>) -> PopupAction {
         match action {
-            Some(Action::Yes) => Outcome::Send(self.op.clone()),
-            Some(Action::No) => Outcome::Close,
+            Some(Action::Yes) => PopupAction::Send(self.op.clone()),
+            Some(Action::No) => PopupAction::Close,
             Some(Action::Toggle) => {
                 self.yes = !self.yes;
-                Outcome::Stay
+                PopupAction::Stay
             }
-            Some(Action::Submit) if self.yes => Outcome::Send(self.op.clone()),
-            Some(Action::Submit) => Outcome::Close,
-            _ => Outcome::Stay,
+            Some(Action::Submit) if self.yes => PopupAction::Send(self.op.clone()),
+            Some(Action::Submit) => PopupAction::Close,
+            _ => PopupAction::Stay,
         }
     }
 

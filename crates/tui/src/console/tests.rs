@@ -2,7 +2,7 @@
 //! Screens rendered into a `TestBackend` and snapshotted, and key sequences driven through
 //! `App`. Time is injected: every screen is drawn 0.3 s after the last status arrived.
 
-use super::app::{App, Connection, Outcome, Pane};
+use super::app::{App, Connection, Notice, Pane};
 use super::backend::{Backend, BackendError, FakeBackend};
 use super::popup::Popup;
 use super::ui;
@@ -184,14 +184,14 @@ fn screen_healthy_three_nodes() {
     // The sketch in DESIGN.md shows the leader selected.
     app.on_key(key(KeyCode::Char('j')));
     answer_all(&mut app, &healthy());
-    app.outcome = Some(Outcome::Ok("put alpha = one  (revision 88 413)".into()));
+    app.notice = Some(Notice::Ok("put alpha = one  (revision 88 413)".into()));
     insta::assert_snapshot!("healthy", render(&app).backend());
 }
 
 #[test]
 fn screen_down_leader() {
     let mut app = loaded(down_leader());
-    app.outcome = Some(Outcome::Err(
+    app.notice = Some(Notice::Err(
         "put alpha: this node is not the leader; no leader is known yet, retry shortly".into(),
     ));
     insta::assert_snapshot!("down_leader", render(&app).backend());
@@ -343,9 +343,9 @@ fn approving_the_last_pending_join_returns_the_focus_to_the_peers() {
     let approve = app.take_requests().pop().unwrap();
     app.on_reply(approve.id, Ok(ClientResponse::Done));
     assert!(
-        matches!(&app.outcome, Some(Outcome::Ok(m)) if m.starts_with("approved n5: it joins as a learner")),
+        matches!(&app.notice, Some(Notice::Ok(m)) if m.starts_with("approved n5: it joins as a learner")),
         "{:?}",
-        app.outcome
+        app.notice
     );
     let mut joined = with_pending();
     joined.pending.clear();
@@ -376,7 +376,7 @@ fn an_entrance_never_reached_says_so() {
     // Keys that need a selection explain instead of doing nothing.
     press(&mut app, "s");
     assert!(app.popup.is_none());
-    assert!(matches!(app.outcome, Some(Outcome::Err(_))));
+    assert!(matches!(app.notice, Some(Notice::Err(_))));
 }
 
 #[test]
@@ -540,8 +540,8 @@ fn put_popup_sends_a_put_and_reports_the_revision() {
     );
     assert!(app.running().is_empty());
     assert_eq!(
-        app.outcome,
-        Some(Outcome::Ok("put alpha = one  (revision 88 413)".into()))
+        app.notice,
+        Some(Notice::Ok("put alpha = one  (revision 88 413)".into()))
     );
 }
 
@@ -574,8 +574,8 @@ fn a_failed_request_is_reported_with_its_reason() {
         }
     ));
     app.on_reply(get.id, Err(BackendError::Cluster(ClientError::Timeout)));
-    match &app.outcome {
-        Some(Outcome::Err(m)) => assert!(m.starts_with("get alpha: the cluster did not answer")),
+    match &app.notice {
+        Some(Notice::Err(m)) => assert!(m.starts_with("get alpha: the cluster did not answer")),
         other => panic!("{other:?}"),
     }
 }
@@ -664,7 +664,7 @@ fn approve_without_a_pending_join_explains() {
     let mut app = loaded(healthy());
     press(&mut app, "a");
     assert!(app.take_requests().is_empty());
-    assert!(matches!(app.outcome, Some(Outcome::Err(_))));
+    assert!(matches!(app.notice, Some(Notice::Err(_))));
 }
 
 #[test]
@@ -677,8 +677,8 @@ fn transfer_goes_to_the_selected_node_and_refreshes() {
     assert_eq!(transfer.op, ClientOp::TransferLeader { name: "n3".into() });
     app.on_reply(transfer.id, Ok(ClientResponse::Done));
     assert_eq!(
-        app.outcome,
-        Some(Outcome::Ok("transfer leadership to n3: done".into()))
+        app.notice,
+        Some(Notice::Ok("transfer leadership to n3: done".into()))
     );
     assert!(app.take_requests().iter().any(|r| r.op == ClientOp::Status));
 }
@@ -790,8 +790,8 @@ async fn requests_round_trip_through_a_backend() {
     assert_eq!(app.connection, Connection::Connected);
     assert!(matches!(&app.detail, Some((name, Ok(_))) if name == "n1"));
     assert_eq!(
-        app.outcome,
-        Some(Outcome::Ok("put k = v  (revision 7)".into()))
+        app.notice,
+        Some(Notice::Ok("put k = v  (revision 7)".into()))
     );
     assert_eq!(fake.seen().len(), 3);
 }

@@ -1,6 +1,6 @@
 //! Drawing: a pure function of [`App`]. It reads state and never waits for anything.
 
-use super::app::{App, Connection, Outcome, Pane};
+use super::app::{App, Connection, Notice, Pane};
 use super::format;
 use super::keys;
 use crate::members::{self, COLUMNS};
@@ -426,9 +426,9 @@ fn status_line(app: &App, theme: &Theme) -> Line<'static> {
             Span::raw(format!("{}…{more}", super::app::describe(first))),
         ]);
     }
-    match &app.outcome {
-        Some(Outcome::Ok(m)) => Line::styled(format!(" ✔ {m}"), theme.ok()),
-        Some(Outcome::Err(m)) => Line::styled(format!(" ✘ {m}"), theme.err()),
+    match &app.notice {
+        Some(Notice::Ok(m)) => Line::styled(format!(" ✔ {m}"), theme.ok()),
+        Some(Notice::Err(m)) => Line::styled(format!(" ✘ {m}"), theme.err()),
         None => Line::styled(" press ? for every key", theme.dim()),
     }
 }

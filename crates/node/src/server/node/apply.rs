@@ -160,7 +160,7 @@ impl Node {
                 state,
             } => {
                 self.store = state;
-                self.snaps
+                self.snapshots
                     .on_installed(from, meta.applied_index, meta.applied_term);
                 if replaced {
                     self.applied_membership = meta.membership.clone();
@@ -170,7 +170,7 @@ impl Node {
                 let msg = RaftMessage {
                     from,
                     to: self.raft.id(),
-                    term: self.snaps.leader_term(from),
+                    term: self.snapshots.leader_term(from),
                     body: RaftBody::InstallSnapshot(InstallSnapshot {
                         snapshot: Snapshot {
                             meta: SnapshotMeta {
@@ -186,13 +186,13 @@ impl Node {
             }
             ApplyEvent::ImportFailed { from, reason } => {
                 tracing::warn!(%reason, "snapshot stream from {from:x} refused");
-                self.snaps.reset_incoming(from);
+                self.snapshots.reset_incoming(from);
             }
-            ApplyEvent::ImportSealed(point) => self.snaps.on_sealed(point),
+            ApplyEvent::ImportSealed(point) => self.snapshots.on_sealed(point),
             ApplyEvent::Export { to, export } => {
                 if self.raft.is_leader() {
                     let term = self.raft.term();
-                    self.snaps.begin(&mut self.t, to, export, term);
+                    self.snapshots.begin(&mut self.transport, to, export, term);
                 }
             }
             ApplyEvent::Fatal(e) => return Err(ServerError::Apply(e)),

@@ -21,7 +21,7 @@ impl Node {
         seq: u64,
         result: Result<ClientResponse, ClientError>,
     ) {
-        self.t.send(
+        self.transport.send(
             to,
             Body::ClientReply(ClientReply {
                 client_id,

@@ -6,9 +6,16 @@ use crate::server::applier::ApplyCore;
 use crate::store::{Store, StoreConfig, STORE_FILE};
 use myraft_wire::raft::{Snapshot, SnapshotMeta};
 
+/// Bytes of a datagram left for the envelope, its tag and the Raft message's own framing,
+/// so that a message the core sizes to `max_datagram - ENVELOPE_ROOM` still fits.
+const ENVELOPE_ROOM: usize = 300;
+/// The smallest Raft message budget: an AppendEntries with one small entry.
+const MIN_RAFT_MESSAGE: usize = 256;
+
 /// Runs a node until `shutdown` is cancelled (Ctrl-C, SIGTERM, a `StopNode` request or a
 /// test), then flushes and returns.
 pub async fn run(cfg: NodeConfig, shutdown: CancellationToken) -> Result<(), ServerError> {
+    cfg.validate()?;
     let lock = lock_data_dir(&cfg)?;
     let socket = crate::server::transport::UdpSocket::bind(cfg.listen).map_err(|source| {
         ServerError::Bind {
@@ -26,6 +33,7 @@ pub async fn run_with_socket(
     socket: impl Socket,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    cfg.validate()?;
     let lock = lock_data_dir(&cfg)?;
     serve(cfg, Box::new(socket), shutdown, lock).await
 }
@@ -35,7 +43,7 @@ pub async fn run_with_socket(
 pub(super) fn lock_data_dir(cfg: &NodeConfig) -> Result<DataDirLock, ServerError> {
     std::fs::create_dir_all(&cfg.data_dir)
         .map_err(|e| ServerError::io("create", &cfg.data_dir, e))?;
-    Ok(DataDirLock::acquire(&cfg.data_dir)?)
+    Ok(crate::storage::lock_data_dir(&cfg.data_dir)?)
 }
 
 async fn serve(
@@ -126,8 +134,10 @@ async fn serve(
     let mut rc = RaftConfig::new(identity.node_id);
     rc.election_ticks = cfg.timing.election_ticks;
     rc.heartbeat_ticks = cfg.timing.heartbeat_ticks;
-    // Leave room for the envelope, tag and message framing.
-    rc.max_msg_bytes = cfg.max_datagram.saturating_sub(300).max(256);
+    rc.max_msg_bytes = cfg
+        .max_datagram
+        .saturating_sub(ENVELOPE_ROOM)
+        .max(MIN_RAFT_MESSAGE);
     rc.validate()?;
     let raft = Raft::new(rc, init, StdRng::seed_from_u64(rng.random()));
     let mut seen = BTreeMap::new();
@@ -164,14 +174,14 @@ async fn serve(
 
     let mut node = Node {
         syncer,
-        snaps: SnapshotTransfers::new(cfg.max_datagram, cfg.single_threaded, partial),
+        snapshots: SnapshotTransfers::new(cfg.max_datagram, cfg.single_threaded, partial),
         advertise,
         raft,
         storage,
         applier,
         apply_events,
         store: store_state,
-        t,
+        transport: t,
         seen,
         pending_writes: PendingWrites::default(),
         pending_reads: BTreeMap::new(),

@@ -48,7 +48,7 @@ impl Node {
             log_bytes: self.storage.log_bytes(),
             data_dir_bytes: self.data_dir_bytes,
             uptime_ms: self.started.elapsed().as_millis() as u64,
-            dropped_datagrams: self.t.dropped_total(),
+            dropped_datagrams: self.transport.dropped_total(),
             store: self.store_stats(),
         }
     }
@@ -56,7 +56,7 @@ impl Node {
     pub(super) fn store_stats(&self) -> StoreStats {
         let tick_ms = u64::try_from(self.cfg.timing.tick.as_millis()).unwrap_or(u64::MAX);
         let transfers = self
-            .snaps
+            .snapshots
             .progress()
             .into_iter()
             .map(|p| Transfer {

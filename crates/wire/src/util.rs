@@ -1,0 +1,178 @@
+//! Small pieces every MyRaft process needs, kept in the one crate all of them depend on: the
+//! data-dir lock, the wall clock in milliseconds, jittered intervals, and (with the
+//! `logging` feature) the log file of the daemons and the console.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a data dir could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// The dir or its lock file could not be created, opened or locked.
+    #[error("cannot {op} {}: {source}; check the data dir's permissions", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// To which file or dir.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process holds the dir.
+    #[error(
+        "data dir {} is in use by another {program}{}; stop that process or choose another \
+         --data-dir",
+        dir.display(),
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The dir.
+        dir: PathBuf,
+        /// The kind of process that uses such a dir, for the message.
+        program: &'static str,
+        /// The holder's pid, as it wrote it into the lock file.
+        holder: Option<u32>,
+    },
+}
+
+/// One process per data dir, held for as long as the value lives.
+///
+/// Two processes writing one data dir would interleave their records and break it beyond
+/// repair, so a daemon takes this lock before it opens anything else there. The lock is an
+/// advisory `flock` on a file in the dir: the kernel drops it when the process dies, so a
+/// crash never leaves a stale lock behind, and the file's content (the holder's pid) is only
+/// there to make the error message useful.
+#[derive(Debug)]
+pub struct DataDirLock {
+    // Never read: keeping the file open is what keeps the lock.
+    _file: File,
+    dir: PathBuf,
+}
+
+impl DataDirLock {
+    /// Locks `dir` (creating it if needed) through its file `file_name`, or says who holds
+    /// it; `program` names the kind of process in that message.
+    pub fn acquire(
+        dir: &Path,
+        file_name: &str,
+        program: &'static str,
+    ) -> Result<DataDirLock, LockError> {
+        let io = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LockError::Io { op, path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io("create data dir", dir))?;
+        let path = dir.join(file_name);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("open lock file", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut content = String::new();
+                let holder = file
+                    .read_to_string(&mut content)
+                    .ok()
+                    .and_then(|_| content.trim().parse().ok());
+                return Err(LockError::Locked {
+                    dir: dir.to_path_buf(),
+                    program,
+                    holder,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(io("lock", &path)(e)),
+        }
+        // Best effort: the pid only improves a later error message.
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| writeln!(file, "{}", std::process::id()));
+        Ok(DataDirLock {
+            _file: file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The dir this lock holds.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is set before it).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Microseconds since the Unix epoch (0 if the clock is set before it). Message ids start
+/// here, so that a restarted process's ids are above any it sent before.
+pub fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// A random duration in `[low × d, high × d]`, so that many processes waiting out the same
+/// interval (clients told "not now", entrances probing) do not fall into lockstep.
+pub fn jittered(d: Duration, low: f64, high: f64) -> Duration {
+    d.mul_f64(rand::random_range(low..=high))
+}
+
+/// Sends the `tracing` log of this process to `path` (appended, created with its dir if
+/// missing), at the level `RUST_LOG` asks for, `info` by default. Plain text: the file is
+/// read with `less` and `grep`, not a terminal.
+#[cfg(feature = "logging")]
+pub fn log_to_file(path: &Path) -> io::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_on_a_dir_names_the_holder() {
+        let dir = std::env::temp_dir().join(format!("myraft-lock-{}", std::process::id()));
+        let held = DataDirLock::acquire(&dir, "LOCK", "myraft-node").unwrap();
+        let err = DataDirLock::acquire(&dir, "LOCK", "myraft-node").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, LockError::Locked { .. }), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
+        drop(held);
+        DataDirLock::acquire(&dir, "LOCK", "myraft-node").unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn jitter_stays_in_its_bounds() {
+        let d = Duration::from_millis(100);
+        for _ in 0..100 {
+            let j = jittered(d, 0.5, 1.0);
+            assert!(j >= d / 2 && j <= d, "{j:?}");
+        }
+    }
+}
