@@ -7,7 +7,7 @@
 //! task that waits for them, so a slow node never holds up the server loop.
 
 use myraft_wire::admission::ClusterId;
-use myraft_wire::client::{ClientId, ClientOp, ClientReply, ClientRequest};
+use myraft_wire::api::{ClientId, ClientOp, ClientReply, ClientRequest};
 use myraft_wire::envelope::SenderId;
 use myraft_wire::replay::ReplayError;
 use myraft_wire::{Body, ClusterKey, Envelope, ReplayFilter, MAX_DATAGRAM};

@@ -5,7 +5,7 @@
 
 use crate::engine::{ClientResult, Completion, LeaderAddr, RequestKey, Task};
 use crate::net::{resolve, Net};
-use myraft_wire::client::{ClientError, ClientOp, ClientResponse, StopTarget};
+use myraft_wire::api::{ClientError, ClientOp, ClientResponse, StopTarget};
 use myraft_wire::raft::NodeId;
 use std::sync::Arc;
 use std::time::Duration;

@@ -22,7 +22,7 @@ mod support;
 
 use myraft_node::server::{bootstrap_static_with, run_with_socket};
 use myraft_node::storage::{DiskOptions, Fault, SimFs};
-use myraft_wire::client::ClientResponse;
+use myraft_wire::api::ClientResponse;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::cell::RefCell;

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use myraft_node::server::{bootstrap_static, run, NodeConfig, Timing};
-use myraft_wire::client::{ClientError, ClientOp, ClientResponse, Consistency};
+use myraft_wire::api::{ClientError, ClientOp, ClientResponse, Consistency};
 use myraft_wire::key::ClusterKey;
 use myraft_wire::raft::{Member, Membership};
 use myraft_wire::test_util::TestClient;

@@ -16,7 +16,7 @@ mod support;
 
 use myraft_node::server::config::system_clock_us;
 use myraft_node::server::{bootstrap_static, run_with_socket};
-use myraft_wire::client::ClientResponse;
+use myraft_wire::api::ClientResponse;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;

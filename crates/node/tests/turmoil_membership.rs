@@ -8,7 +8,7 @@
 mod support;
 
 use myraft_node::server::{bootstrap_static, run_with_socket};
-use myraft_wire::client::{ClientError, ClientOp, ClientResponse, StopTarget};
+use myraft_wire::api::{ClientError, ClientOp, ClientResponse, StopTarget};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 mod support;
 
 use myraft_node::server::{bootstrap_static, run_with_socket};
-use myraft_wire::client::{ClientError, ClientOp, ClientResponse, Consistency};
+use myraft_wire::api::{ClientError, ClientOp, ClientResponse, Consistency};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;

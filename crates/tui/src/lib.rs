@@ -1,7 +1,7 @@
 //! Operator tools for MyRaft: the `myraft-tui` console and the scriptable `myraft` command.
 //!
 //! - [`cli`]: the `myraft` command: flags, input checks, one request through
-//!   `myraft_wire::request::Client`, output as JSON or text; `bench` lives here too.
+//!   `myraft_wire::client::Client`, output as JSON or text; `bench` lives here too.
 //! - [`console`]: the `myraft-tui` console: cluster health on one screen, keys to act on it.
 //! - [`members`]: the member table both show, one column list and one cell format.
 //! - [`local`]: a whole cluster as child processes on this machine (`myraft local`,

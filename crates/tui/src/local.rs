@@ -15,9 +15,9 @@
 //! after [`STOP_GRACE`], SIGKILL. A cluster dropped without `stop` kills its children, so
 //! none outlives its owner.
 
-use myraft_wire::client::ClientOp;
-use myraft_wire::client::ClientResponse;
-use myraft_wire::request::{Client, ClientOptions};
+use myraft_wire::api::ClientOp;
+use myraft_wire::api::ClientResponse;
+use myraft_wire::client::{Client, ClientOptions};
 use myraft_wire::ClusterKey;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;

@@ -2,7 +2,7 @@
 //! and one way to write each cell, so that the two never disagree.
 
 use crate::console::format;
-use myraft_wire::client::MemberStatus;
+use myraft_wire::api::MemberStatus;
 use myraft_wire::health::Role;
 
 /// One column of the member table.

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 
-use myraft_wire::client::{
+use myraft_wire::api::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, ClusterStatus, GetResult,
     MemberStatus, PutResult,
 };

@@ -12,8 +12,8 @@
 
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 
-use myraft_wire::client::{ClientOp, ClientResponse, Consistency};
-use myraft_wire::request::{Client, ClientOptions};
+use myraft_wire::api::{ClientOp, ClientResponse, Consistency};
+use myraft_wire::client::{Client, ClientOptions};
 use myraft_wire::ClusterKey;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};

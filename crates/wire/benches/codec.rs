@@ -16,7 +16,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hmac::{Hmac, KeyInit, Mac};
-use myraft_wire::client::{ClientOp, ClientReply, ClientRequest, ClientResponse, PutResult};
+use myraft_wire::api::{ClientOp, ClientReply, ClientRequest, ClientResponse, PutResult};
 use myraft_wire::raft::{AppendEntries, Entry, EntryPayload, RaftBody, RaftMessage};
 use myraft_wire::{decode, encode_body, Body, ClusterKey};
 use sha2::Sha256;

@@ -312,7 +312,7 @@ fn keyed_mac(key: &ClusterKey) -> HmacSha256 {
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
-    use crate::client::{ClientOp, ClientRequest};
+    use crate::api::{ClientOp, ClientRequest};
     use crate::health::Probe;
     use crate::snapshot::{chunk_at, max_chunk_data};
     use crate::strategies;

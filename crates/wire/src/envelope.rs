@@ -1,14 +1,14 @@
 //! The envelope every datagram travels in, and the [`Body`] it carries.
 
 use crate::admission::{ClusterId, JoinRequest, JoinResponse};
-use crate::client::{ClientReply, ClientRequest};
+use crate::api::{ClientReply, ClientRequest};
 use crate::health::{Probe, ProbeReply};
 use crate::raft::RaftMessage;
 use crate::snapshot::{SnapshotChunk, SnapshotChunkAck};
 use serde::{Deserialize, Serialize};
 
 /// Who sent a datagram: a node's [`crate::raft::NodeId`], a client's
-/// [`crate::client::ClientId`], or the entrance's own random id. Replay protection keeps one
+/// [`crate::api::ClientId`], or the entrance's own random id. Replay protection keeps one
 /// window per sender id.
 pub type SenderId = u64;
 

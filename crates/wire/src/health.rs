@@ -99,7 +99,7 @@ pub struct ProbeReply {
 }
 
 /// What a node reports about itself in Raft, its disk and its traffic: the part of a
-/// [`ProbeReply`] that [`NodeDetail`](crate::client::NodeDetail) passes on unchanged. The
+/// [`ProbeReply`] that [`NodeDetail`](crate::api::NodeDetail) passes on unchanged. The
 /// entrance keeps each member's last one; a node fills it in from its current state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStats {

@@ -13,8 +13,8 @@
 //!   - [`snapshot`]: snapshots too large for one datagram, split into chunks and joined.
 //!   - [`admission`]: joining a cluster through the entrance.
 //!   - [`health`]: the entrance's probes and the nodes' replies.
-//!   - [`client`]: client requests and the one reply type they all get.
-//! - [`request`]: the UDP request client on top of all that: routing to the leader,
+//!   - [`api`]: what clients ask (`ClientOp`) and the one reply type they all get.
+//! - [`client`]: the UDP request client on top of all that: routing to the leader,
 //!   retries that keep writes exactly-once, timeouts. `myraft`, the console and `bench`
 //!   use it.
 //!
@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod api;
 pub mod client;
 pub mod codec;
 pub mod envelope;
@@ -37,7 +38,6 @@ pub mod health;
 pub mod key;
 pub mod raft;
 pub mod replay;
-pub mod request;
 pub mod snapshot;
 #[cfg(any(test, feature = "proptest"))]
 pub mod strategies;
@@ -45,10 +45,10 @@ pub mod strategies;
 pub mod test_util;
 pub mod util;
 
+pub use client::{Client, ClientOptions, RequestError};
 pub use codec::{
     decode, encode, encode_body, DecodeError, EncodeError, MAX_DATAGRAM, PROTOCOL_VERSION,
 };
 pub use envelope::{Body, Envelope};
 pub use key::ClusterKey;
 pub use replay::{ReplayFilter, ReplayWindow};
-pub use request::{Client, ClientOptions, RequestError};

@@ -6,7 +6,7 @@
 //! overflow a test thread's stack.
 
 use crate::admission::{JoinDecision, JoinRequest, JoinResponse};
-use crate::client::{
+use crate::api::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, ClusterStatus,
     CompactResult, Consistency, DeleteResult, GetResult, HistoryResult, KeyVersion, LeaderHint,
     MemberStatus, NodeDetail, PendingJoin, PutResult, StopTarget,

@@ -11,7 +11,7 @@
 //! failed test.
 
 use crate::admission::ClusterId;
-use crate::client::{
+use crate::api::{
     ClientError, ClientId, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency,
     GetResult, NodeDetail,
 };

@@ -7,7 +7,7 @@
 use super::{Engine, RequestKey, SendTo, Task};
 use crate::store::{AcceptedRecord, PendingRecord, PersistedState, RejectedRecord};
 use myraft_wire::admission::{JoinDecision, JoinRequest, JoinResponse};
-use myraft_wire::client::{ClientError, ClientResponse};
+use myraft_wire::api::{ClientError, ClientResponse};
 use myraft_wire::raft::{Member, Membership, NodeId};
 use myraft_wire::Body;
 use rand::RngExt;

@@ -20,7 +20,7 @@ use crate::store::PersistedState;
 use admission::Admission;
 pub use admission::Change;
 use detector::Detector;
-use myraft_wire::client::{ClientError, ClientId, ClientReply, ClientResponse};
+use myraft_wire::api::{ClientError, ClientId, ClientReply, ClientResponse};
 use myraft_wire::envelope::SenderId;
 use myraft_wire::health::{Health, PeerRef};
 use myraft_wire::raft::{Member, NodeId, Term};

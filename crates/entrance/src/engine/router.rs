@@ -4,7 +4,7 @@
 //! to the client's address, keyed by `(client_id, seq)`.
 
 use super::{Change, ClientResult, Effect, Engine, RequestKey, SendTo, Task};
-use myraft_wire::client::{
+use myraft_wire::api::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, ClusterStatus, MemberStatus,
     NodeDetail, PendingJoin, StopTarget,
 };

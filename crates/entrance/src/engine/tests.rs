@@ -5,7 +5,7 @@
 use super::admission::{check_join, JoinCheck};
 use super::*;
 use myraft_wire::admission::{JoinDecision, JoinRequest, JoinResponse};
-use myraft_wire::client::{ClientOp, ClientRequest, StopTarget};
+use myraft_wire::api::{ClientOp, ClientRequest, StopTarget};
 use myraft_wire::health::{NodeStats, ProbeReply, Role};
 use myraft_wire::raft::Membership;
 use rand::SeedableRng;

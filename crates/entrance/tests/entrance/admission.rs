@@ -2,7 +2,7 @@
 
 use crate::support::{client, cluster_with_leader, FakeNode, TestEntrance};
 use myraft_wire::admission::JoinDecision;
-use myraft_wire::client::{ClientError, ClientOp, ClientResponse};
+use myraft_wire::api::{ClientError, ClientOp, ClientResponse};
 
 fn rejection(decision: JoinDecision) -> String {
     match decision {

@@ -4,7 +4,7 @@ use crate::support::{
     client, cluster_with_leader, cluster_with_leader_using, fast_config, second_member_joins,
     FakeNode, TestEntrance,
 };
-use myraft_wire::client::{ClientOp, ClientResponse};
+use myraft_wire::api::{ClientOp, ClientResponse};
 use myraft_wire::health::{Health, Role};
 use myraft_wire::raft::Member;
 use std::time::Duration;

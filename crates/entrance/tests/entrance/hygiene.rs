@@ -2,7 +2,7 @@
 //! it cannot trust and keeps serving.
 
 use crate::support::{client, key, TestEntrance};
-use myraft_wire::client::{ClientOp, ClientResponse};
+use myraft_wire::api::{ClientOp, ClientResponse};
 use myraft_wire::envelope::UNKNOWN_CLUSTER;
 use myraft_wire::ClusterKey;
 

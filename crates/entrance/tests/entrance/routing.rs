@@ -6,7 +6,7 @@ use crate::support::{
 };
 use myraft_entrance::EntranceEvent;
 use myraft_wire::admission::JoinDecision;
-use myraft_wire::client::{ClientError, ClientOp, ClientResponse, PutResult, StopTarget};
+use myraft_wire::api::{ClientError, ClientOp, ClientResponse, PutResult, StopTarget};
 use myraft_wire::health::{Health, PeerRef, Role};
 use myraft_wire::raft::Member;
 

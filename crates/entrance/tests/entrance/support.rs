@@ -4,7 +4,7 @@
 
 use myraft_entrance::{Config, Entrance, EntranceEvent};
 use myraft_wire::admission::{ClusterId, JoinDecision, JoinRequest, JoinResponse};
-use myraft_wire::client::{
+use myraft_wire::api::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, PutResult,
 };
 use myraft_wire::envelope::UNKNOWN_CLUSTER;

@@ -20,7 +20,7 @@
 use crate::state_machine::KvError;
 use crate::storage::Vfs;
 use crate::store::{Applied, Export, Import, ImportError, Meta, Store, StoreConfig, StoreError};
-use myraft_wire::client::{
+use myraft_wire::api::{
     ClientError, ClientOp, ClientResponse, GetResult, HistoryResult, KeyVersion,
 };
 use myraft_wire::raft::{Entry, NodeId};
@@ -979,7 +979,7 @@ mod tests {
             op: ClientOp::Get {
                 key: b"k".to_vec(),
                 rev: None,
-                consistency: myraft_wire::client::Consistency::Stale,
+                consistency: myraft_wire::api::Consistency::Stale,
             },
         });
         match next_event(&mut rx) {

@@ -35,7 +35,7 @@ use crate::raft::{
 use crate::state_machine::{ClientCommand, Command, LogCommand, SYSTEM_CLIENT};
 use crate::storage::{DataDirLock, DiskStorage, Storage};
 use apply::{PendingKind, PendingWrite, PendingWrites, ReadRequest};
-use myraft_wire::client::{
+use myraft_wire::api::{
     ClientError, ClientOp, ClientReply, ClientRequest, ClientResponse, Consistency, LeaderHint,
     NodeDetail, StopTarget,
 };

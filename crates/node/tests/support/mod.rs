@@ -4,7 +4,7 @@
 
 use myraft_node::server::transport::RecvFuture;
 use myraft_node::server::{NodeConfig, Socket, Timing};
-use myraft_wire::client::ClientOp;
+use myraft_wire::api::ClientOp;
 use myraft_wire::raft::{Member, Membership};
 use myraft_wire::test_util::{TestClient, TestSocket};
 use std::future::Future;

@@ -15,8 +15,8 @@ pub mod render;
 
 use crate::local::{LocalCluster, LocalError, LocalOptions, DEFAULT_BASE_PORT, DEFAULT_NODES};
 use clap::{Args, Parser, Subcommand};
-use myraft_wire::client::{ClientError, ClientOp, Consistency, StopTarget};
-use myraft_wire::request::{Client, ClientOptions, RequestError, Target};
+use myraft_wire::api::{ClientError, ClientOp, Consistency, StopTarget};
+use myraft_wire::client::{Client, ClientOptions, RequestError, Target};
 use myraft_wire::ClusterKey;
 use render::Report;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -24,7 +24,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 // The nodes' own limits: refusing a key or value here says why sooner.
-pub use myraft_wire::client::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use myraft_wire::api::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -2,7 +2,7 @@
 //! people. Pure functions of the response, so tests check them without a cluster.
 
 use crate::local::LocalCluster;
-use myraft_wire::client::{
+use myraft_wire::api::{
     ClientOp, ClientResponse, ClusterStatus, Consistency, HistoryResult, MemberStatus, NodeDetail,
     PendingJoin, StopTarget,
 };

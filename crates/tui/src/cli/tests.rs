@@ -2,7 +2,7 @@
 
 use super::render::{self, duration_ms, hex_decode, table, Align};
 use super::*;
-use myraft_wire::client::{
+use myraft_wire::api::{
     DeleteResult, GetResult, HistoryResult, KeyVersion, MemberStatus, NodeDetail, PendingJoin,
     PutResult,
 };
@@ -258,7 +258,7 @@ fn status() -> ClusterStatus {
     }
 }
 
-use myraft_wire::client::{ClientResponse, ClusterStatus};
+use myraft_wire::api::{ClientResponse, ClusterStatus};
 
 fn render(op: ClientOp, response: ClientResponse) -> render::Report {
     render::response(&op, response, false, "127.0.0.1:7000").unwrap()

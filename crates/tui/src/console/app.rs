@@ -8,7 +8,7 @@ use super::format;
 use super::keys::{self, Action, Context};
 use super::popup::{Confirm, Input, InputKind, Popup, PopupAction};
 use crossterm::event::KeyEvent;
-use myraft_wire::client::{ClientOp, ClientResponse, ClusterStatus, NodeDetail, StopTarget};
+use myraft_wire::api::{ClientOp, ClientResponse, ClusterStatus, NodeDetail, StopTarget};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -123,11 +123,11 @@ impl App {
         ids.into_iter().map(|(_, op)| op).collect()
     }
 
-    pub fn selected_peer(&self) -> Option<&myraft_wire::client::MemberStatus> {
+    pub fn selected_peer(&self) -> Option<&myraft_wire::api::MemberStatus> {
         self.status.as_ref()?.members.get(self.peer)
     }
 
-    pub fn selected_pending(&self) -> Option<&myraft_wire::client::PendingJoin> {
+    pub fn selected_pending(&self) -> Option<&myraft_wire::api::PendingJoin> {
         self.status.as_ref()?.pending.get(self.pending)
     }
 

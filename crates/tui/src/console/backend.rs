@@ -3,7 +3,7 @@
 //! The console depends on this trait only, so screens and key handling are tested against
 //! [`FakeBackend`] and the real transport stays a thin adapter.
 
-use myraft_wire::client::{ClientError, ClientOp, ClientResponse};
+use myraft_wire::api::{ClientError, ClientOp, ClientResponse};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
@@ -31,13 +31,13 @@ pub enum BackendError {
 }
 
 /// The real backend: the shared UDP request client (retries, leader cache, auth).
-impl Backend for myraft_wire::request::Client {
+impl Backend for myraft_wire::client::Client {
     fn request(&self, op: ClientOp) -> BackendFuture<'_> {
         Box::pin(async move {
-            myraft_wire::request::Client::request(self, op)
+            myraft_wire::client::Client::request(self, op)
                 .await
                 .map_err(|e| match e {
-                    myraft_wire::request::RequestError::Server(err) => BackendError::Cluster(err),
+                    myraft_wire::client::RequestError::Server(err) => BackendError::Cluster(err),
                     other => BackendError::Unreachable(other.to_string()),
                 })
         })
@@ -53,12 +53,9 @@ pub fn connect(
     let addrs =
         crate::cli::parse_entrances(&entrances.join(",")).map_err(|e| anyhow::anyhow!("{e}"))?;
     let key = crate::cli::load_key(key_file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let client = myraft_wire::request::Client::new(
-        addrs,
-        key,
-        myraft_wire::request::ClientOptions::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot open a UDP socket: {e}"))?;
+    let client =
+        myraft_wire::client::Client::new(addrs, key, myraft_wire::client::ClientOptions::default())
+            .map_err(|e| anyhow::anyhow!("cannot open a UDP socket: {e}"))?;
     Ok(Arc::new(client))
 }
 

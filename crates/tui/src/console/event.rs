@@ -5,7 +5,7 @@ use super::app::Request;
 use super::backend::{Backend, BackendError};
 use crossterm::event::{Event as Term, EventStream, KeyEvent, KeyEventKind};
 use futures_util::StreamExt;
-use myraft_wire::client::ClientResponse;
+use myraft_wire::api::ClientResponse;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;

@@ -9,14 +9,14 @@ use super::format;
 use super::keys::{self, Action, Context, KEYS};
 use super::ui::Theme;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use myraft_wire::client::{ClientOp, Consistency, GetResult, HistoryResult};
+use myraft_wire::api::{ClientOp, Consistency, GetResult, HistoryResult};
 use ratatui::layout::{Constraint, Flex, Layout, Margin, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Padding, Paragraph, Wrap};
 use ratatui::Frame;
 
 // Keys and values above the nodes' limits are refused; say so before sending.
-use myraft_wire::client::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use myraft_wire::api::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 
 pub enum Popup {
     Input(Input),

@@ -7,7 +7,7 @@ use super::backend::{Backend, BackendError, FakeBackend};
 use super::popup::Popup;
 use super::ui;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use myraft_wire::client::{
+use myraft_wire::api::{
     ClientError, ClientOp, ClientResponse, ClusterStatus, Consistency, GetResult, HistoryResult,
     KeyVersion, MemberStatus, NodeDetail, PendingJoin, PutResult, StopTarget,
 };

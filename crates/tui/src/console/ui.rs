@@ -4,7 +4,7 @@ use super::app::{App, Connection, Notice, Pane};
 use super::format;
 use super::keys;
 use crate::members::{self, COLUMNS};
-use myraft_wire::client::{MemberStatus, NodeDetail};
+use myraft_wire::api::{MemberStatus, NodeDetail};
 use myraft_wire::health::{Health, Role};
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -282,7 +282,7 @@ fn draw_pending(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             )),
         ])
     });
-    let widest = |cell: &dyn Fn(&myraft_wire::client::PendingJoin) -> usize| {
+    let widest = |cell: &dyn Fn(&myraft_wire::api::PendingJoin) -> usize| {
         u16::try_from(pending.iter().map(cell).max().unwrap_or(0)).unwrap_or(u16::MAX)
     };
     let table = Table::new(

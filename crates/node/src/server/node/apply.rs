@@ -5,7 +5,7 @@ use super::*;
 use crate::server::applier::map_kv;
 use crate::state_machine::{ApplyError, Reply};
 use crate::store::{Applied, AppliedKind};
-use myraft_wire::client::{CompactResult, DeleteResult, PutResult};
+use myraft_wire::api::{CompactResult, DeleteResult, PutResult};
 use myraft_wire::raft::{InstallSnapshot, Snapshot, SnapshotMeta};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! it to, so drops, redirects and silence are scripted, never timed.
 
 use super::*;
-use crate::client::{ClusterStatus, Consistency, GetResult, LeaderHint, MemberStatus, PutResult};
+use crate::api::{ClusterStatus, Consistency, GetResult, LeaderHint, MemberStatus, PutResult};
 use crate::codec::encode;
 use crate::envelope::Envelope;
 use crate::health::{Health, PeerRef, Role};
