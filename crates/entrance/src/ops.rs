@@ -180,7 +180,7 @@ fn spawn_add(ctx: Caller, name: String, node_id: NodeId, addr: String) {
                 warn!(%name, "unexpected answer to AddMember: {other:?}; taking it as done");
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         };
         if ctx.shutdown.is_cancelled() {
             // Still approved in the saved state; the next start retries it.

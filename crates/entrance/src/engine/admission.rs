@@ -469,7 +469,12 @@ impl Engine {
         }
     }
 
-    pub(super) fn on_added(&mut self, name: String, node_id: NodeId, result: Result<(), String>) {
+    pub(super) fn on_added(
+        &mut self,
+        name: String,
+        node_id: NodeId,
+        result: Result<(), ClientError>,
+    ) {
         self.admission.in_flight = None;
         let pending = self.state.pending.iter().find(|p| p.name == name).cloned();
         if let Some(pending) = pending {

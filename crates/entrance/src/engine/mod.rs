@@ -152,7 +152,7 @@ pub enum Completion {
         /// The id it was added with.
         node_id: NodeId,
         /// The leader's refusal, if it refused.
-        result: Result<(), String>,
+        result: Result<(), ClientError>,
     },
     /// A removal went through the leader, or failed.
     Removed {

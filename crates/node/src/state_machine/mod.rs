@@ -340,7 +340,7 @@ impl StateMachine {
             .map_err(SnapshotError::Inconsistent)?;
         sm.sessions
             .validate_and_index(sm.clock_ms)
-            .map_err(SnapshotError::Inconsistent)?;
+            .map_err(|e| SnapshotError::Inconsistent(e.to_string()))?;
         Ok(sm)
     }
 }

@@ -118,24 +118,48 @@ impl Sessions {
     }
 
     /// Checks a restored table against the restored clock and rebuilds the expiry index.
-    pub fn validate_and_index(&mut self, clock_ms: u64) -> Result<(), String> {
+    pub fn validate_and_index(&mut self, clock_ms: u64) -> Result<(), SessionError> {
         let mut index = BTreeSet::new();
         for (&client, s) in &self.by_client {
             if s.last_active_ms > clock_ms {
-                return Err(format!(
-                    "session of client {client} active at {} ms, after the state machine's \
-                     clock {clock_ms} ms",
-                    s.last_active_ms
-                ));
+                return Err(SessionError::ActiveAfterClock {
+                    client,
+                    active_ms: s.last_active_ms,
+                    clock_ms,
+                });
             }
             if s.last_seq == 0 {
-                return Err(format!("session of client {client} has sequence number 0"));
+                return Err(SessionError::ZeroSeq { client });
             }
             index.insert((s.last_active_ms, client));
         }
         self.by_activity = index;
         Ok(())
     }
+}
+
+/// A restored session table that cannot be right.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// A session was active after the clock of the state it was restored with.
+    #[error(
+        "session of client {client} active at {active_ms} ms, after the state machine's clock \
+         {clock_ms} ms"
+    )]
+    ActiveAfterClock {
+        /// The client.
+        client: u64,
+        /// When its session was last active.
+        active_ms: u64,
+        /// The restored replicated clock.
+        clock_ms: u64,
+    },
+    /// A session with no request applied is never written.
+    #[error("session of client {client} has sequence number 0")]
+    ZeroSeq {
+        /// The client.
+        client: u64,
+    },
 }
 
 #[cfg(test)]

@@ -492,7 +492,7 @@ fn load_sessions(db: &Database, path: &Path, clock_ms: u64) -> Result<Sessions, 
     }
     sessions
         .validate_and_index(clock_ms)
-        .map_err(StoreError::Corrupt)?;
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(sessions)
 }
 
