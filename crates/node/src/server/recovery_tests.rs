@@ -138,7 +138,7 @@ fn the_snapshot_of_an_earlier_version_becomes_the_store() {
     use crate::server::NodeConfig;
     use crate::state_machine::{ClientCommand, Command, StateMachine};
     let dir = tempfile::tempdir().unwrap();
-    let mut sm = StateMachine::default();
+    let mut model = StateMachine::default();
     for i in 1..=10u64 {
         let req = ClientCommand {
             client_id: 7,
@@ -148,11 +148,11 @@ fn the_snapshot_of_an_earlier_version_becomes_the_store() {
                 value: i.to_string().into_bytes(),
             },
         };
-        sm.apply(i, 1000 * i, &req).unwrap();
+        model.apply(i, 1000 * i, &req).unwrap();
     }
     let mut storage = log_to(dir.path(), 12);
     let mut snap = position(10, 1);
-    snap.data = sm.snapshot();
+    snap.data = model.snapshot();
     storage.save_snapshot(&snap).unwrap();
     storage.compact_prefix(10).unwrap();
 
@@ -166,13 +166,13 @@ fn the_snapshot_of_an_earlier_version_becomes_the_store() {
     let mut store = Store::open(&OsFs, &dir.path().join(STORE_FILE), &store_cfg).unwrap();
     migrate_legacy_snapshot(&mut storage, &mut store, &cfg, &store_cfg).unwrap();
     assert_eq!(store.meta().applied_index, 10);
-    assert_eq!(store.meta().kv.revision, sm.revision());
+    assert_eq!(store.meta().kv.revision, model.revision());
     assert_eq!(store.sessions(), 1);
     let reader = store.reader().unwrap();
     for k in 0..4 {
         let key = format!("k{k}").into_bytes();
-        assert_eq!(reader.get(&key, None).unwrap(), sm.get(&key, None));
-        assert_eq!(reader.history(&key).unwrap(), sm.history(&key));
+        assert_eq!(reader.get(&key, None).unwrap(), model.get(&key, None));
+        assert_eq!(reader.history(&key).unwrap(), model.history(&key));
     }
     let init = recover(&mut storage, &store).unwrap();
     assert_eq!(init.applied, 10);

@@ -314,7 +314,7 @@ impl StateMachine {
     /// decode, or decode to a state no sequence of commands could produce, are refused.
     pub fn restore(bytes: &[u8]) -> Result<Self, SnapshotError> {
         let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
-        let (format, mut sm): (u32, StateMachine) = match Deserialize::deserialize(&mut de) {
+        let (format, mut model): (u32, StateMachine) = match Deserialize::deserialize(&mut de) {
             Ok(decoded) => decoded,
             Err(e) => {
                 // A newer layout would fail to decode; say that rather than "damaged".
@@ -335,12 +335,14 @@ impl StateMachine {
         if extra > 0 {
             return Err(SnapshotError::TrailingBytes { extra });
         }
-        sm.kv
+        model
+            .kv
             .validate_and_count()
             .map_err(SnapshotError::Inconsistent)?;
-        sm.sessions
-            .validate_and_index(sm.clock_ms)
+        model
+            .sessions
+            .validate_and_index(model.clock_ms)
             .map_err(|e| SnapshotError::Inconsistent(e.to_string()))?;
-        Ok(sm)
+        Ok(model)
     }
 }

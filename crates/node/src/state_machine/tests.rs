@@ -23,21 +23,21 @@ fn req(client_id: u64, seq: u64, cmd: Command) -> ClientCommand {
 
 /// Applies entries at consecutive log indexes, all stamped with the same time.
 struct Log {
-    sm: StateMachine,
+    model: StateMachine,
     index: u64,
 }
 
 impl Log {
     fn new() -> Self {
         Self {
-            sm: StateMachine::default(),
+            model: StateMachine::default(),
             index: 0,
         }
     }
 
     fn apply(&mut self, time_ms: u64, r: ClientCommand) -> ApplyResult {
         self.index += 1;
-        self.sm.apply(self.index, time_ms, &r)
+        self.model.apply(self.index, time_ms, &r)
     }
 
     fn ok(&mut self, time_ms: u64, r: ClientCommand) -> Reply {
@@ -63,8 +63,8 @@ fn a_retry_gets_the_original_reply_and_is_applied_once() {
         log.apply(0, req(1, 1, put("k", "a"))),
         Ok(Reply::Put { revision: 1 })
     );
-    assert_eq!(log.sm.revision(), 2);
-    assert_eq!(log.sm.history(b"k").versions.len(), 1);
+    assert_eq!(log.model.revision(), 2);
+    assert_eq!(log.model.history(b"k").versions.len(), 1);
 
     assert_eq!(
         log.apply(0, req(1, 2, Command::Delete { key: b"k".to_vec() })),
@@ -81,7 +81,7 @@ fn a_retry_gets_the_original_reply_and_is_applied_once() {
             deleted: true
         })
     );
-    assert_eq!(log.sm.revision(), 3);
+    assert_eq!(log.model.revision(), 3);
 }
 
 #[test]
@@ -96,7 +96,7 @@ fn a_failed_command_is_answered_the_same_on_retry() {
     log.ok(0, req(2, 1, put("k", "a")));
     // Compacting at 1 would succeed now, but the retry is the same request: same answer.
     assert_eq!(log.apply(0, compact), refused);
-    assert_eq!(log.sm.compacted_before(), 0);
+    assert_eq!(log.model.compacted_before(), 0);
 }
 
 #[test]
@@ -112,7 +112,7 @@ fn an_older_request_than_the_last_is_refused() {
             last_seq: 2
         })
     );
-    assert_eq!(log.sm.revision(), 2);
+    assert_eq!(log.model.revision(), 2);
 }
 
 #[test]
@@ -126,16 +126,16 @@ fn sessions_expire_by_the_time_in_the_log() {
         log.apply(t0 + 10 * MINUTE, req(1, 1, put("k", "a"))),
         Ok(Reply::Put { revision: 1 })
     );
-    assert_eq!(log.sm.stats().sessions, 2);
+    assert_eq!(log.model.stats().sessions, 2);
     // That retry counted as activity; one past the timeout after it, the session is gone.
     log.ok(t0 + 20 * MINUTE + 1, req(3, 1, Command::Noop));
-    assert_eq!(log.sm.stats().sessions, 1, "clients 1 and 2 expired");
+    assert_eq!(log.model.stats().sessions, 1, "clients 1 and 2 expired");
     assert_eq!(
         log.apply(t0 + 20 * MINUTE + 1, req(1, 2, put("k", "b"))),
         Err(ApplyError::SessionExpired { client_id: 1 })
     );
     assert_eq!(
-        log.sm.revision(),
+        log.model.revision(),
         1,
         "an expired client's request is not applied"
     );
@@ -155,11 +155,13 @@ fn the_session_clock_never_runs_backwards() {
 
 #[test]
 fn the_session_timeout_is_configurable_and_survives_snapshots() {
-    let mut sm = StateMachine::new(Config {
+    let mut model = StateMachine::new(Config {
         session_timeout_ms: 1000,
     });
-    sm.apply(1, 0, &req(1, 1, Command::Noop)).expect("applies");
-    let mut restored = StateMachine::restore(&sm.snapshot()).expect("restores");
+    model
+        .apply(1, 0, &req(1, 1, Command::Noop))
+        .expect("applies");
+    let mut restored = StateMachine::restore(&model.snapshot()).expect("restores");
     assert_eq!(
         restored.apply(2, 1001, &req(1, 2, Command::Noop)),
         Err(ApplyError::SessionExpired { client_id: 1 })
@@ -168,46 +170,48 @@ fn the_session_timeout_is_configurable_and_survives_snapshots() {
 
 #[test]
 fn entries_must_arrive_in_log_order() {
-    let mut sm = StateMachine::default();
-    sm.apply(5, 0, &req(1, 1, put("k", "a"))).expect("applies");
-    let before = sm.snapshot();
+    let mut model = StateMachine::default();
+    model
+        .apply(5, 0, &req(1, 1, put("k", "a")))
+        .expect("applies");
+    let before = model.snapshot();
     assert_eq!(
-        sm.apply(5, 0, &req(1, 2, put("k", "b"))),
+        model.apply(5, 0, &req(1, 2, put("k", "b"))),
         Err(ApplyError::AlreadyApplied {
             index: 5,
             applied_index: 5
         })
     );
     assert_eq!(
-        sm.skip(3),
+        model.skip(3),
         Err(ApplyError::AlreadyApplied {
             index: 3,
             applied_index: 5
         })
     );
-    assert_eq!(sm.snapshot(), before, "a refused entry changes nothing");
-    sm.skip(6).expect("a no-op entry advances the index");
-    assert_eq!(sm.applied_index(), 6);
+    assert_eq!(model.snapshot(), before, "a refused entry changes nothing");
+    model.skip(6).expect("a no-op entry advances the index");
+    assert_eq!(model.applied_index(), 6);
 }
 
 #[test]
 fn encoded_entries_apply_and_bad_ones_are_refused_deterministically() {
-    let mut sm = StateMachine::default();
+    let mut model = StateMachine::default();
     let entry = LogCommand {
         entry_time_ms: 7,
         req: req(1, 1, put("k", "v")),
     };
     assert_eq!(
-        sm.apply_entry(1, &entry.encode()),
+        model.apply_entry(1, &entry.encode()),
         Ok(Reply::Put { revision: 1 })
     );
-    let bad = sm.apply_entry(2, b"\xc1 not msgpack");
+    let bad = model.apply_entry(2, b"\xc1 not msgpack");
     assert!(
         matches!(bad, Err(ApplyError::BadEntry { index: 2, .. })),
         "{bad:?}"
     );
-    assert_eq!(sm.applied_index(), 2);
-    assert_eq!(sm.revision(), 1);
+    assert_eq!(model.applied_index(), 2);
+    assert_eq!(model.revision(), 1);
 }
 
 #[test]
@@ -218,7 +222,7 @@ fn stats_report_sizes() {
     log.ok(0, req(2, 1, put("b", "1")));
     log.ok(0, req(2, 2, Command::Delete { key: b"b".to_vec() }));
     assert_eq!(
-        log.sm.stats(),
+        log.model.stats(),
         Stats {
             applied_index: 4,
             revision: 4,
@@ -251,23 +255,26 @@ fn busy_state_machine() -> StateMachine {
         };
         let _ = log.apply(t, req(i % 4, i / 4 + 1, cmd));
     }
-    log.sm
+    log.model
 }
 
 #[test]
 fn snapshot_restore_round_trips() {
-    let sm = busy_state_machine();
-    assert!(sm.compacted_before() > 0 && sm.stats().versions > sm.stats().live_keys);
-    let bytes = sm.snapshot();
+    let model = busy_state_machine();
+    assert!(model.compacted_before() > 0 && model.stats().versions > model.stats().live_keys);
+    let bytes = model.snapshot();
     let restored = StateMachine::restore(&bytes).expect("restores");
-    assert_eq!(restored, sm);
+    assert_eq!(restored, model);
     assert_eq!(restored.snapshot(), bytes);
 }
 
 #[test]
 fn an_empty_state_machine_round_trips() {
-    let sm = StateMachine::default();
-    assert_eq!(StateMachine::restore(&sm.snapshot()).expect("restores"), sm);
+    let model = StateMachine::default();
+    assert_eq!(
+        StateMachine::restore(&model.snapshot()).expect("restores"),
+        model
+    );
 }
 
 #[test]
@@ -371,11 +378,11 @@ proptest! {
             let i = at.index(bytes.len());
             bytes[i] = byte;
         }
-        if let Ok(sm) = StateMachine::restore(&bytes) {
+        if let Ok(model) = StateMachine::restore(&bytes) {
             // Whatever passes the checks must behave: it snapshots and reads without panicking.
-            let again = StateMachine::restore(&sm.snapshot());
+            let again = StateMachine::restore(&model.snapshot());
             prop_assert!(again.is_ok());
-            let _ = sm.get(&[0, 0xff], None);
+            let _ = model.get(&[0, 0xff], None);
         }
     }
 }
@@ -628,11 +635,11 @@ proptest! {
                 }
                 Op::Get(k, at) => {
                     let at = at.map(pick);
-                    prop_assert_eq!(as_read(log.sm.get(&[k], at)), model.get(&[k], at));
+                    prop_assert_eq!(as_read(log.model.get(&[k], at)), model.get(&[k], at));
                 }
             }
-            prop_assert_eq!(log.sm.revision(), model.revision());
-            prop_assert_eq!(log.sm.compacted_before(), model.compacted_before);
+            prop_assert_eq!(log.model.revision(), model.revision());
+            prop_assert_eq!(log.model.compacted_before(), model.compacted_before);
         }
 
         // Every retained read agrees, at every revision, and history keeps exactly what
@@ -640,19 +647,19 @@ proptest! {
         let mut versions = 0;
         for k in 0..KEYS {
             for at in 0..=model.revision() + 1 {
-                prop_assert_eq!(as_read(log.sm.get(&[k], Some(at))), model.get(&[k], Some(at)));
+                prop_assert_eq!(as_read(log.model.get(&[k], Some(at))), model.get(&[k], Some(at)));
             }
-            let h = log.sm.history(&[k]);
+            let h = log.model.history(&[k]);
             let got: Vec<_> = h.versions.iter().map(|v| (v.revision, v.value.clone())).collect();
             prop_assert_eq!(got, model.history(&[k]));
             prop_assert_eq!(h.compacted_before, model.compacted_before);
             versions += h.versions.len();
         }
-        let stats = log.sm.stats();
+        let stats = log.model.stats();
         prop_assert_eq!(stats.versions, versions);
         let live = (0..KEYS).filter(|k| matches!(model.get(&[*k], None), Ok(Some(_)))).count();
         prop_assert_eq!(stats.live_keys, live);
 
-        prop_assert_eq!(StateMachine::restore(&log.sm.snapshot()).expect("restores"), log.sm);
+        prop_assert_eq!(StateMachine::restore(&log.model.snapshot()).expect("restores"), log.model);
     }
 }

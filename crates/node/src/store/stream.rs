@@ -109,26 +109,26 @@ impl Framer {
 /// The stream of a state held in memory by the model of `crate::state_machine`: how a data
 /// dir of an earlier MyRaft, whose state lived in the log's snapshot file, becomes a store.
 pub(crate) fn model_stream(
-    sm: &crate::state_machine::StateMachine,
+    model: &crate::state_machine::StateMachine,
     applied_term: u64,
     membership: myraft_wire::raft::Membership,
 ) -> Vec<u8> {
-    let stats = sm.stats();
+    let stats = model.stats();
     let meta = Meta {
         format: super::STORE_FORMAT,
-        applied_index: sm.applied_index(),
+        applied_index: model.applied_index(),
         applied_term,
         membership,
         kv: super::KvMeta {
-            revision: sm.revision(),
-            compacted_before: sm.compacted_before(),
+            revision: model.revision(),
+            compacted_before: model.compacted_before(),
             live_keys: stats.live_keys as u64,
             versions: stats.versions as u64,
         },
-        clock_ms: sm.clock_ms(),
-        session_timeout_ms: sm.session_timeout_ms(),
+        clock_ms: model.clock_ms(),
+        session_timeout_ms: model.session_timeout_ms(),
     };
-    let mut rows: Vec<(u64, Vec<u8>)> = sm
+    let mut rows: Vec<(u64, Vec<u8>)> = model
         .kv()
         .versions()
         .map(|(key, v)| {
@@ -143,7 +143,7 @@ pub(crate) fn model_stream(
     for (rev, row) in &rows {
         f.push(&mut out, REVISION_TAG, &[&rev.to_le_bytes(), row]);
     }
-    for (client, session) in sm.sessions().iter() {
+    for (client, session) in model.sessions().iter() {
         f.push(
             &mut out,
             SESSION_TAG,

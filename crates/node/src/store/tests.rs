@@ -32,14 +32,14 @@ fn log(entries: &[(u64, ClientCommand)]) -> Vec<Entry> {
 }
 
 fn model_of(entries: &[Entry]) -> (StateMachine, Vec<ApplyResult>) {
-    let mut sm = StateMachine::default();
+    let mut model = StateMachine::default();
     let mut replies = Vec::new();
     for e in entries {
         if let EntryPayload::Command(bytes) = &e.payload {
-            replies.push(sm.apply_entry(e.index, bytes));
+            replies.push(model.apply_entry(e.index, bytes));
         }
     }
-    (sm, replies)
+    (model, replies)
 }
 
 fn replies(applied: &[Applied]) -> Vec<ApplyResult> {
@@ -65,14 +65,14 @@ fn keys() -> Vec<Vec<u8>> {
 }
 
 /// The store answers every read as the model does.
-fn same_answers(store: &Store, sm: &StateMachine) -> Result<(), TestCaseError> {
+fn same_answers(store: &Store, model: &StateMachine) -> Result<(), TestCaseError> {
     let r = store.reader().unwrap();
     let m = r.meta();
-    prop_assert_eq!(m.applied_index, sm.applied_index());
-    prop_assert_eq!(m.kv.revision, sm.revision());
-    prop_assert_eq!(m.kv.compacted_before, sm.compacted_before());
-    prop_assert_eq!(m.clock_ms, sm.clock_ms());
-    let stats = sm.stats();
+    prop_assert_eq!(m.applied_index, model.applied_index());
+    prop_assert_eq!(m.kv.revision, model.revision());
+    prop_assert_eq!(m.kv.compacted_before, model.compacted_before());
+    prop_assert_eq!(m.clock_ms, model.clock_ms());
+    let stats = model.stats();
     prop_assert_eq!(m.kv.live_keys, stats.live_keys as u64);
     prop_assert_eq!(m.kv.versions, stats.versions as u64);
     prop_assert_eq!(store.sessions(), stats.sessions);
@@ -82,16 +82,16 @@ fn same_answers(store: &Store, sm: &StateMachine) -> Result<(), TestCaseError> {
         (m.kv.versions, m.kv.versions, m.kv.live_keys)
     );
     for key in keys() {
-        for at in (0..=sm.revision() + 1).map(Some).chain([None]) {
+        for at in (0..=model.revision() + 1).map(Some).chain([None]) {
             prop_assert_eq!(
                 r.get(&key, at).unwrap(),
-                sm.get(&key, at),
+                model.get(&key, at),
                 "{:?} at {:?}",
                 key,
                 at
             );
         }
-        prop_assert_eq!(r.history(&key).unwrap(), sm.history(&key));
+        prop_assert_eq!(r.history(&key).unwrap(), model.history(&key));
     }
     Ok(())
 }
@@ -161,7 +161,7 @@ proptest! {
         piece in 1usize..200,
     ) {
         let log = log(&entries(&steps));
-        let (sm, want) = model_of(&log);
+        let (model, want) = model_of(&log);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(STORE_FILE);
         let mut store = Store::open(&OsFs, &path, &cfg()).unwrap();
@@ -175,7 +175,7 @@ proptest! {
             from = to;
         }
         prop_assert_eq!(&got, &want);
-        same_answers(&store, &sm)?;
+        same_answers(&store, &model)?;
         // Applying again changes nothing: the store skips what it holds.
         prop_assert!(store.apply(&log, false).unwrap().is_empty());
 
@@ -186,16 +186,16 @@ proptest! {
         prop_assert_eq!(&meta, store.meta());
         let mut other = Store::open(&OsFs, &dir.path().join("other.redb"), &cfg()).unwrap();
         let replaced = other.replace_with(&OsFs, &dir.path().join("incoming.redb"), &cfg()).unwrap();
-        prop_assert_eq!(replaced, sm.applied_index() > 0);
+        prop_assert_eq!(replaced, model.applied_index() > 0);
         if replaced {
-            same_answers(&other, &sm)?;
+            same_answers(&other, &model)?;
             prop_assert_eq!(export_bytes(&other), bytes.clone());
         }
 
         // Reopened, it holds what it held.
         drop(store);
         let store = Store::open(&OsFs, &path, &cfg()).unwrap();
-        same_answers(&store, &sm)?;
+        same_answers(&store, &model)?;
     }
 
     #[test]
@@ -231,7 +231,7 @@ proptest! {
         reopen in any::<bool>(),
     ) {
         let log = log(&entries(&steps));
-        let (sm, _) = model_of(&log);
+        let (model, _) = model_of(&log);
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&OsFs, &dir.path().join(STORE_FILE), &cfg()).unwrap();
         store.apply(&log[..at.index(log.len() + 1)], true).unwrap();
@@ -269,7 +269,7 @@ proptest! {
         prop_assert_eq!(&meta, store.meta());
         let mut other = Store::open(&OsFs, &dir.path().join("other.redb"), &cfg()).unwrap();
         if other.replace_with(&OsFs, &incoming, &cfg()).unwrap() {
-            same_answers(&other, &sm)?;
+            same_answers(&other, &model)?;
             prop_assert_eq!(export_bytes(&other), export_bytes(&store));
         }
         prop_assert_eq!(Import::resume_point(&OsFs, &incoming, 1 << 20).unwrap(), None);
@@ -292,7 +292,7 @@ proptest! {
         piece in 1usize..200,
     ) {
         let log = log(&entries(&steps));
-        let (sm, _) = model_of(&log);
+        let (model, _) = model_of(&log);
         let dir = tempfile::tempdir().unwrap();
         let mut behind = Store::open(&OsFs, &dir.path().join(STORE_FILE), &cfg()).unwrap();
         let at = at.index(log.len() + 1);
@@ -321,7 +321,7 @@ proptest! {
         let meta = feed_all(imp, &stream, piece).unwrap();
         prop_assert_eq!(&meta, ahead.meta());
         if behind.replace_with(&OsFs, &incoming, &cfg()).unwrap() {
-            same_answers(&behind, &sm)?;
+            same_answers(&behind, &model)?;
             prop_assert_eq!(export_bytes(&behind), export_bytes(&ahead));
         } else {
             prop_assert_eq!(behind.meta().applied_index, ahead.meta().applied_index);
@@ -618,8 +618,8 @@ fn a_power_cut_leaves_the_state_of_a_synced_commit() {
                 "seed {seed}, crash at {crash_at:?}: the store is at {at}, synced {synced}, \
                  attempted {attempted}"
             );
-            let (sm, _) = model_of(&log[..at as usize]);
-            same_answers(&store, &sm)
+            let (model, _) = model_of(&log[..at as usize]);
+            same_answers(&store, &model)
                 .unwrap_or_else(|e| panic!("seed {seed}, crash at {crash_at:?}: {e}"));
         }
     }

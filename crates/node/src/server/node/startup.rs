@@ -223,13 +223,14 @@ pub(in crate::server) fn migrate_legacy_snapshot(
     if snap.data.is_empty() {
         return Ok(());
     }
-    let sm = crate::state_machine::StateMachine::restore(&snap.data).map_err(|e| {
+    let model = crate::state_machine::StateMachine::restore(&snap.data).map_err(|e| {
         ServerError::Recovery(format!(
             "the log's snapshot at index {} (from an earlier MyRaft) cannot be read: {e}",
             snap.meta.last_index
         ))
     })?;
-    let bytes = crate::store::stream::model_stream(&sm, snap.meta.last_term, snap.meta.membership);
+    let bytes =
+        crate::store::stream::model_stream(&model, snap.meta.last_term, snap.meta.membership);
     let incoming = store.incoming_path();
     let vfs = &*cfg.disk.vfs;
     let mut import = crate::store::Import::create(vfs, &incoming, store_cfg.cache_bytes)?;
