@@ -101,10 +101,7 @@ impl Entrance {
             }
         };
         if config.key.is_lab_default() {
-            tracing::warn!(
-                "using the lab default cluster key, which is public: anyone on the network can \
-                 talk to this cluster. Create a key with `myraft keygen FILE` and pass --key-file"
-            );
+            tracing::warn!("{}", myraft_wire::ClusterKey::UNAUTHENTICATED);
         }
         let tracker = TaskTracker::new();
         let net = net::Net::bind(

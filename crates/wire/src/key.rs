@@ -118,6 +118,13 @@ impl ClusterKey {
         Self(bytes)
     }
 
+    /// What every process and the console say when they run with
+    /// [`ClusterKey::lab_default`].
+    pub const UNAUTHENTICATED: &'static str = "no --key-file: the cluster is unauthenticated \
+        (the lab key is public, so anyone on the network can read, write or stop it); create a \
+        key with `myraft keygen FILE` and pass --key-file FILE to every node, the entrance and \
+        the tools";
+
     /// The well-known key of clusters started without a key file. Not a secret.
     pub const fn lab_default() -> Self {
         Self(LAB_DEFAULT)

@@ -96,7 +96,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot start the entrance on {}", args.listen))?;
     eprintln!(
-        "myraft-entrance: cluster {:016x} listening on {}, data in {}, log in {}{}{}",
+        "myraft-entrance: cluster {:016x} listening on {}, data in {}, log in {}{}",
         entrance.cluster_id(),
         entrance.local_addr(),
         args.data_dir.display(),
@@ -106,12 +106,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             ""
         },
-        if lab_key {
-            " (lab default key: public, pass --key-file for a real cluster)"
-        } else {
-            ""
-        },
     );
+    if lab_key {
+        eprintln!("myraft-entrance: warning: {}", ClusterKey::UNAUTHENTICATED);
+    }
     entrance.wait().await;
     Ok(())
 }

@@ -125,6 +125,10 @@ fn run_node(args: Args) -> anyhow::Result<()> {
         args.data_dir.display(),
         log_path.display()
     );
+    if cfg.key.is_lab_default() {
+        eprintln!("myraft-node: warning: {}", ClusterKey::UNAUTHENTICATED);
+        tracing::warn!("{}", ClusterKey::UNAUTHENTICATED);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

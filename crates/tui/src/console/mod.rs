@@ -47,7 +47,7 @@ pub async fn main(target: Target, key_file: Option<&Path>) -> anyhow::Result<()>
     match target {
         Target::Entrance(entrances) => {
             let backend = backend::connect(&entrances, key_file)?;
-            run(backend, entrances.join(","), color).await
+            run(backend, entrances.join(","), color, key_file.is_none()).await
         }
         Target::Local(nodes) => {
             let cluster = launch::start_local(nodes)
@@ -58,7 +58,10 @@ pub async fn main(target: Target, key_file: Option<&Path>) -> anyhow::Result<()>
                 std::slice::from_ref(&entrance),
                 cluster.key_file().as_deref(),
             ) {
-                Ok(backend) => run(backend, entrance, color).await,
+                Ok(backend) => {
+                    let unauthenticated = cluster.key_file().is_none();
+                    run(backend, entrance, color, unauthenticated).await
+                }
                 Err(e) => Err(e),
             };
             cluster.stop().await;
@@ -68,19 +71,27 @@ pub async fn main(target: Target, key_file: Option<&Path>) -> anyhow::Result<()>
 }
 
 /// Takes over the terminal until the operator quits; restores it on return and on panic.
-pub async fn run(backend: Arc<dyn Backend>, entrance: String, color: bool) -> anyhow::Result<()> {
+/// `unauthenticated`: the cluster runs with the public lab key, which the status line says
+/// until the first request's answer replaces it.
+pub async fn run(
+    backend: Arc<dyn Backend>,
+    entrance: String,
+    color: bool,
+    unauthenticated: bool,
+) -> anyhow::Result<()> {
     use std::io::IsTerminal as _;
     if !std::io::stdout().is_terminal() {
         anyhow::bail!("myraft-tui needs a terminal; for scripts use the myraft command");
     }
     // Installs a panic hook that restores the terminal before the panic message prints.
     let mut terminal = ratatui::try_init().context("setting up the terminal")?;
-    let result = event_loop(
-        &mut terminal,
-        backend,
-        App::new(entrance, Instant::now(), color),
-    )
-    .await;
+    let mut app = App::new(entrance, Instant::now(), color);
+    if unauthenticated {
+        app.notice = Some(app::Notice::Err(
+            myraft_wire::ClusterKey::UNAUTHENTICATED.to_owned(),
+        ));
+    }
+    let result = event_loop(&mut terminal, backend, app).await;
     ratatui::try_restore().context("restoring the terminal")?;
     result
 }
