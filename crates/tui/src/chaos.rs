@@ -331,6 +331,15 @@ mod tests {
         addr
     }
 
+    /// An echo server `n1` behind a proxy, with no faults yet.
+    async fn proxied() -> (Arc<Faults>, Proxy) {
+        let faults = Faults::new(1);
+        let proxy = Proxy::start("n1", LOCAL, echo().await, Arc::clone(&faults))
+            .await
+            .unwrap();
+        (faults, proxy)
+    }
+
     /// Long enough for anything on loopback, even on a loaded machine; the tests wait for
     /// conditions, this only bounds a failing one.
     const PATIENCE: Duration = Duration::from_secs(10);
@@ -369,10 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_healthy_link_relays_both_ways() {
-        let faults = Faults::new(1);
-        let proxy = Proxy::start("n1", LOCAL, echo().await, Arc::clone(&faults))
-            .await
-            .unwrap();
+        let (faults, proxy) = proxied().await;
         let got = round(proxy.addr(), &[b"a", b"b"], 2).await;
         assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(
@@ -385,10 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_link_cut_one_way_loses_only_that_way_until_healed() {
-        let faults = Faults::new(1);
-        let proxy = Proxy::start("n1", LOCAL, echo().await, Arc::clone(&faults))
-            .await
-            .unwrap();
+        let (faults, proxy) = proxied().await;
         faults.block("n1", CLIENT);
         round(proxy.addr(), &[b"a"], 0).await;
         // The answer was refused on its way back; the request had got through.
@@ -406,10 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn duplication_sends_every_datagram_twice() {
-        let faults = Faults::new(1);
-        let proxy = Proxy::start("n1", LOCAL, echo().await, Arc::clone(&faults))
-            .await
-            .unwrap();
+        let (faults, proxy) = proxied().await;
         faults.set_duplicate(1.0);
         // Each way doubles: one request, two at the server, four answers back.
         let got = round(proxy.addr(), &[b"x"], 4).await;
@@ -419,10 +419,7 @@ mod tests {
 
     #[tokio::test]
     async fn total_loss_loses_everything() {
-        let faults = Faults::new(1);
-        let proxy = Proxy::start("n1", LOCAL, echo().await, Arc::clone(&faults))
-            .await
-            .unwrap();
+        let (faults, proxy) = proxied().await;
         faults.set_loss(1.0);
         round(proxy.addr(), &[b"a", b"b"], 0).await;
         counted(&faults, "lost", 2).await;
