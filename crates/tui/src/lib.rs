@@ -8,9 +8,12 @@
 //! - [`members`]: the member table both show, one column list and one cell format.
 //! - [`local`]: a whole cluster as child processes on this machine (`myraft local`,
 //!   `bench --local`, `myraft-tui --local`).
+//! - [`verify`]: the linearizability checker behind `myraft verify`, and the history
+//!   formats it reads.
 
 pub mod chaos;
 pub mod cli;
 pub mod console;
 pub mod local;
 pub mod members;
+pub mod verify;
