@@ -119,3 +119,108 @@ fn every_corpus_file_is_listed_or_empty() {
     );
 }
 
+/// `myraft verify` as scripts see it: the JSON object, and exit 0 only when linearizable.
+fn myraft_verify(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_myraft"))
+        .arg("--json")
+        .arg("verify")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let json = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    (out.status.code().unwrap(), json, stderr)
+}
+
+fn corpus_file(name: &str) -> String {
+    corpus().join(name).display().to_string()
+}
+
+#[test]
+fn the_verify_command_reports_each_verdict_and_its_exit_code() {
+    let fields = [
+        "completed",
+        "elapsed_s",
+        "faults",
+        "indeterminate",
+        "keys",
+        "linearizable",
+        "message",
+        "ops",
+    ];
+    let (code, json, _) = myraft_verify(&["--history", &corpus_file("kv/c10-ok.txt")]);
+    assert_eq!(code, 0, "{json}");
+    let mut keys: Vec<&str> = json
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, fields);
+    assert_eq!(json["linearizable"], true);
+    assert_eq!(json["ops"], 337);
+    assert_eq!(json["completed"], 337);
+    assert_eq!(json["keys"], 10);
+    assert_eq!(json["faults"], 0);
+    assert!(json["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("linearizable: "));
+
+    let (code, json, _) = myraft_verify(&["--history", &corpus_file("jepsen-etcd/etcd_000.log")]);
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["linearizable"], false);
+    assert_eq!(json["keys"], 1);
+    assert!(json["indeterminate"].as_u64().unwrap() > 0);
+    let message = json["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("not linearizable on the register: "),
+        "{message}"
+    );
+    assert!(message.contains("line 85"), "{message}");
+
+    // 24 appends that may each have happened, and a read no order of them explains.
+    let dir = tempfile::tempdir().unwrap();
+    let hard = dir.path().join("hard.jsonl");
+    let mut text = String::new();
+    for p in 0..24 {
+        text.push_str(&format!(
+            "{{\"process\":{p},\"type\":\"invoke\",\"f\":\"append\",\"key\":\"k\",\
+             \"value\":\"{p},\"}}\n"
+        ));
+    }
+    text.push_str("{\"process\":99,\"type\":\"invoke\",\"f\":\"get\",\"key\":\"k\"}\n");
+    text.push_str("{\"process\":99,\"type\":\"ok\",\"f\":\"get\",\"key\":\"k\",\"value\":\"z\"}\n");
+    std::fs::write(&hard, text).unwrap();
+    let hard = hard.display().to_string();
+    let (code, json, _) = myraft_verify(&["--history", &hard, "--budget-s", "1"]);
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["linearizable"], false);
+    assert_eq!(json["indeterminate"], 24);
+    let message = json["message"].as_str().unwrap();
+    assert!(message.starts_with("unknown: "), "{message}");
+}
+
+#[test]
+fn the_verify_command_refuses_files_it_cannot_read() {
+    let (code, json, stderr) = myraft_verify(&["--history", "/nonexistent/history.jsonl"]);
+    assert_eq!(code, 1);
+    assert_eq!(json["error"], "bad_request");
+    assert!(stderr.contains("/nonexistent/history.jsonl"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"process\":1,\"type\":\"invoke\",\"f\":\"get\",\"key\":\"k\"}\n\
+         {\"process\":1,\"type\":\"done\",\"f\":\"get\",\"key\":\"k\"}\n",
+    )
+    .unwrap();
+    let (code, json, _) = myraft_verify(&["--history", &bad.display().to_string()]);
+    assert_eq!(code, 1);
+    assert_eq!(json["error"], "bad_request");
+    let message = json["message"].as_str().unwrap();
+    assert!(message.contains("line 2: \"type\""), "{message}");
+}

@@ -8,6 +8,7 @@
 //!
 //! - [`render`]: responses to JSON and to text, as pure functions.
 //! - [`bench`]: `myraft bench`.
+//! - `verify` checks a history file with [`crate::verify`]; only its report is here.
 //! - `local` lives in [`crate::local`], shared with the console.
 
 pub mod bench;
@@ -31,7 +32,7 @@ pub use myraft_wire::api::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
     name = "myraft",
     version,
     about = "Scriptable client of a MyRaft cluster: read and write keys, inspect and manage \
-             nodes, run a local cluster or a benchmark.",
+             nodes, run a local cluster or a benchmark, check a recorded history.",
     after_help = "Examples:\n  myraft local                      # a 3-node cluster on 127.0.0.1:7000..7003\n  \
                   myraft put greeting hello\n  myraft get greeting\n  \
                   myraft --json status\n  myraft --entrance 10.0.0.5:7000,10.0.0.6:7000 status"
@@ -113,6 +114,8 @@ pub enum Command {
     Local(LocalArgs),
     /// Measure throughput and latency with concurrent clients.
     Bench(bench::BenchArgs),
+    /// Check a recorded history for linearizability; exits 1 unless it is linearizable.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +129,17 @@ pub struct LocalArgs {
     /// The entrance listens on this port of 127.0.0.1, the nodes on the ports after it.
     #[arg(long, value_name = "P", default_value_t = DEFAULT_BASE_PORT)]
     pub base_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The history: MyRaft's JSON lines, Jepsen EDN or a Jepsen log, told apart by their
+    /// first line (the formats are described in myraft_tui::verify).
+    #[arg(long, value_name = "FILE")]
+    pub history: PathBuf,
+    /// Give up after this many seconds, with the verdict unknown rather than a guess.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub budget_s: u64,
 }
 
 /// Why a command failed: a stable code for `--json` and a message that says what to do.
@@ -218,7 +232,7 @@ pub async fn run(cli: Cli) -> i32 {
     match execute(cli).await {
         Ok(Some(report)) => {
             report.print(json);
-            0
+            i32::from(report.failed)
         }
         Ok(None) => 0,
         Err(e) => {
@@ -425,7 +439,9 @@ pub fn build_op(command: &Command, hex: bool) -> Result<Option<ClientOp>, CliErr
         Command::Transfer { name } => ClientOp::TransferLeader {
             name: name_arg(name)?,
         },
-        Command::Keygen { .. } | Command::Local(_) | Command::Bench(_) => return Ok(None),
+        Command::Keygen { .. } | Command::Local(_) | Command::Bench(_) | Command::Verify(_) => {
+            return Ok(None)
+        }
     };
     Ok(Some(op))
 }
@@ -444,6 +460,7 @@ async fn execute(cli: Cli) -> Result<Option<Report>, CliError> {
             return Ok(None);
         }
         Command::Bench(args) => return bench::run(&cli, args).await.map(Some),
+        Command::Verify(args) => return verify(args).map(Some),
         _ => {}
     }
     let Some(op) = build_op(&cli.command, cli.hex)? else {
@@ -486,6 +503,24 @@ fn keygen(file: &std::path::Path) -> Result<Report, CliError> {
             key.fingerprint()
         ),
     ))
+}
+
+/// `myraft verify --history FILE`: reads, checks and reports; the verdict decides the exit
+/// code (the report's `failed`), a file that cannot be read or parsed is a bad request.
+fn verify(args: &VerifyArgs) -> Result<Report, CliError> {
+    if args.budget_s == 0 {
+        return Err(CliError::bad_request(
+            "--budget-s must be at least 1 (seconds); the default is 60",
+        ));
+    }
+    let path = args.history.display().to_string();
+    let text = std::fs::read_to_string(&args.history)
+        .map_err(|e| CliError::bad_request(format!("cannot read the history file {path}: {e}")))?;
+    let history = crate::verify::parse(&text)
+        .map_err(|e| CliError::bad_request(format!("{path}, {e}: fix or remove that line")))?;
+    let budget = Duration::from_secs(args.budget_s);
+    let checked = crate::verify::check(&history, budget);
+    Ok(render::verify(&history, &checked, budget))
 }
 
 fn local_error(e: LocalError) -> CliError {

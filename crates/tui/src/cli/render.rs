@@ -2,6 +2,7 @@
 //! people. Pure functions of the response, so tests check them without a cluster.
 
 use crate::local::LocalCluster;
+use crate::verify::{Checked, History, Verdict};
 use myraft_wire::api::{
     ClientOp, ClientResponse, ClusterStatus, Consistency, HistoryResult, MemberStatus, NodeDetail,
     PendingJoin, StopTarget,
@@ -10,12 +11,14 @@ use myraft_wire::health::{PeerRef, Transfer};
 use serde_json::{json, Value};
 
 /// What one command prints: `json` with `--json`, else `human` on stdout and `note` (if
-/// any) on stderr.
+/// any) on stderr. `failed`: the command ran, but what it found is a failure, so it exits 1
+/// (a history that `verify` cannot show linearizable).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Report {
     pub json: Value,
     pub human: String,
     pub note: Option<String>,
+    pub failed: bool,
 }
 
 impl Report {
@@ -24,6 +27,7 @@ impl Report {
             json,
             human: human.into(),
             note: None,
+            failed: false,
         }
     }
 
@@ -436,6 +440,111 @@ pub fn transfer_line(t: &Transfer) -> String {
         bytes(transfer_rate(t)),
         t.snapshot_index
     )
+}
+
+/// Operations of a window shown at most; the rest are counted.
+const WINDOW_LINES: usize = 10;
+
+/// `myraft verify`'s report: the verdict in one line (`message`), and for a violation the
+/// window where it shows, the last operations that took effect and those pending then.
+pub fn verify(history: &History, checked: &Checked, budget: std::time::Duration) -> Report {
+    let keys = history.keys();
+    let register = keys == [""];
+    let on = |key: &str| {
+        if register {
+            "the register".to_owned()
+        } else {
+            format!("key {key:?}")
+        }
+    };
+    let elapsed_ms = checked.elapsed.as_millis().try_into().unwrap_or(u64::MAX);
+    let mut details = String::new();
+    let (linearizable, message) = match &checked.verdict {
+        Verdict::Linearizable => {
+            let over = if register {
+                "one register".to_owned()
+            } else {
+                format!("{} key(s)", keys.len())
+            };
+            (
+                true,
+                format!(
+                    "linearizable: {} operations ({} ok, {} failed, {} indeterminate) on {over}, \
+                     checked in {}",
+                    history.invoked(),
+                    history.completed(),
+                    history.failed,
+                    history.indeterminate(),
+                    duration_ms(elapsed_ms)
+                ),
+            )
+        }
+        Verdict::NotLinearizable { window } => {
+            let blocked = &history.ops[window.blocked];
+            let prefix = &window.prefix;
+            let shown_from = prefix.len().saturating_sub(WINDOW_LINES);
+            details.push_str(&format!(
+                "last to take effect ({} in all{}):\n",
+                prefix.len(),
+                if shown_from > 0 {
+                    ", earlier ones left out"
+                } else {
+                    ""
+                }
+            ));
+            if prefix.is_empty() {
+                details.push_str("  (none)\n");
+            }
+            for &i in &prefix[shown_from..] {
+                details.push_str(&format!("  {}\n", history.ops[i]));
+            }
+            details.push_str("pending then, none of which can take effect next:\n");
+            for &i in window.pending.iter().take(WINDOW_LINES) {
+                details.push_str(&format!("  {}\n", history.ops[i]));
+            }
+            if window.pending.len() > WINDOW_LINES {
+                details.push_str(&format!(
+                    "  and {} more\n",
+                    window.pending.len() - WINDOW_LINES
+                ));
+            }
+            (
+                false,
+                format!(
+                    "not linearizable on {}: after {} of its operations took effect it holds {}, \
+                     and {blocked} returned before it could take effect",
+                    on(&window.key),
+                    prefix.len(),
+                    crate::verify::shown(&window.state),
+                ),
+            )
+        }
+        Verdict::Unknown => {
+            let undecided: Vec<String> = checked.undecided.iter().map(|k| on(k)).collect();
+            (
+                false,
+                format!(
+                    "unknown: no verdict within the {} budget; undecided: {}; give it longer \
+                     with --budget-s",
+                    duration_ms(budget.as_millis().try_into().unwrap_or(u64::MAX)),
+                    undecided.join(", ")
+                ),
+            )
+        }
+    };
+    let json = json!({
+        "ops": history.invoked(),
+        "completed": history.completed(),
+        "indeterminate": history.indeterminate(),
+        "keys": keys.len(),
+        "faults": 0,
+        "linearizable": linearizable,
+        "elapsed_s": (checked.elapsed.as_secs_f64() * 1e3).round() / 1e3,
+        "message": message,
+    });
+    let mut report = Report::new(json, format!("{message}\n{details}"));
+    report.failed = !linearizable;
+    report
 }
 
 /// What `myraft local` prints once its processes are started.
