@@ -142,6 +142,58 @@ impl Config {
 /// The largest `election_ticks`: timeouts are drawn below twice it, which must fit a `u32`.
 pub const MAX_ELECTION_TICKS: u32 = u32::MAX / 2;
 
+/// The highest term a message may carry. No cluster gets near it (2^63 elections); a
+/// message beyond it is broken or hostile, and adopting its term would let the next
+/// election's `term + 1` overflow and wrap the term back to 0, where this server could vote
+/// a second time. Such a message is dropped.
+pub const MAX_TERM: Term = u64::MAX / 2;
+
+/// The highest log index a message may name, for the same reason: the core computes
+/// `index + 1` (the next entry, the first after a snapshot), which must not wrap.
+pub const MAX_INDEX: Index = u64::MAX / 2;
+
+/// Whether `m` could come from a correct server: every term and index one a real cluster
+/// can reach, no term in it after the message's own, and an AppendEntries' entries numbered
+/// on from `prev_log_index` with terms that never go back (a correct leader's log). The
+/// core places entries by position, so entries numbered otherwise would be stored under
+/// the wrong index.
+fn plausible(m: &RaftMessage) -> bool {
+    let term = |t: Term| t <= MAX_TERM;
+    let index = |i: Index| i <= MAX_INDEX;
+    let entry = |e: &Entry| term(e.term) && index(e.index);
+    term(m.term)
+        && match &m.body {
+            RaftBody::RequestVote(rv) => index(rv.last_log_index) && rv.last_log_term <= m.term,
+            RaftBody::RequestVoteResponse(_) | RaftBody::TimeoutNow(_) => true,
+            RaftBody::AppendEntries(ae) => {
+                let numbered = ae
+                    .entries
+                    .iter()
+                    .zip(ae.prev_log_index.saturating_add(1)..)
+                    .all(|(e, i)| e.index == i);
+                let terms_rise = std::iter::once(ae.prev_log_term)
+                    .chain(ae.entries.iter().map(|e| e.term))
+                    .try_fold(0, |last, t| (t >= last && t <= m.term).then_some(t))
+                    .is_some();
+                index(ae.prev_log_index)
+                    && index(ae.leader_commit)
+                    && ae.entries.iter().all(entry)
+                    && numbered
+                    && terms_rise
+            }
+            RaftBody::AppendEntriesResponse(r) => {
+                index(r.match_index)
+                    && index(r.prev_log_index)
+                    && index(r.conflict_index)
+                    && r.conflict_term.is_none_or(term)
+            }
+            RaftBody::InstallSnapshot(is) => {
+                index(is.snapshot.meta.last_index) && is.snapshot.meta.last_term <= m.term
+            }
+            RaftBody::InstallSnapshotResponse(r) => index(r.last_index),
+        }
+}
+
 /// A [`Config`] the core cannot run with, from [`Config::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -541,9 +593,11 @@ impl Raft {
         }
     }
 
-    /// Handles one message from a peer. Messages for another server are ignored.
+    /// Handles one message from a peer. Messages for another server, and messages with a
+    /// term beyond [`MAX_TERM`] or an index beyond [`MAX_INDEX`] anywhere in them, are
+    /// ignored.
     pub fn step(&mut self, m: RaftMessage) {
-        if m.to != self.cfg.id || m.from == self.cfg.id {
+        if m.to != self.cfg.id || m.from == self.cfg.id || !plausible(&m) {
             return;
         }
         if !self.step_term(&m) {

@@ -985,3 +985,60 @@ fn a_learner_is_not_asked_for_its_vote_and_its_vote_does_not_count() {
     assert_eq!(learner.role(), Role::Follower);
     assert!(learner.ready().messages.is_empty());
 }
+
+/// A message with a term at the end of `u64` (from a broken or hostile peer holding the key)
+/// must not be adopted: the next election's `term + 1` would wrap the term to 0, where the
+/// server could vote a second time. Found by the arbitrary-input test.
+#[test]
+fn a_message_with_a_term_beyond_max_term_is_dropped() {
+    let mut f = follower(vec![], 1, 1);
+    let _ = f.ready();
+    f.advance();
+    f.step(RaftMessage {
+        from: 3,
+        to: 2,
+        term: u64::MAX,
+        body: RaftBody::TimeoutNow(myraft_wire::raft::TimeoutNow {}),
+    });
+    assert_eq!(f.term(), 1, "the absurd term is not adopted");
+    assert!(!f.has_ready(), "nothing to persist or send");
+    f.step(from_leader(
+        myraft_node::raft::MAX_TERM,
+        RaftBody::AppendEntries(AppendEntries {
+            prev_log_index: 1,
+            prev_log_term: 0,
+            entries: vec![],
+            leader_commit: 1,
+            read_round: 0,
+        }),
+    ));
+    assert_eq!(
+        f.term(),
+        myraft_node::raft::MAX_TERM,
+        "up to MAX_TERM a term is a term"
+    );
+}
+
+/// The same for indexes: a snapshot said to end at the last `u64` index would wrap the
+/// index of the entry after it to 0, and the server's loop would spin on a `Ready` that
+/// never empties. Found by the arbitrary-input test.
+#[test]
+fn a_message_with_an_index_beyond_max_index_is_dropped() {
+    let mut f = follower(vec![], 1, 1);
+    let _ = f.ready();
+    f.advance();
+    let snapshot = Snapshot {
+        meta: SnapshotMeta {
+            last_index: u64::MAX,
+            last_term: 1,
+            membership: membership(&[1, 2, 3], &[]),
+        },
+        data: Vec::new(),
+    };
+    f.step(from_leader(
+        1,
+        RaftBody::InstallSnapshot(InstallSnapshot { snapshot }),
+    ));
+    assert!(!f.has_ready(), "the snapshot is not taken");
+    assert_eq!(f.log().last_index(), 1);
+}

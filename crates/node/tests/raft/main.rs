@@ -4,6 +4,7 @@
 //! Every test prints its seed on failure; `MYRAFT_SEED=N` replays one sweep schedule and
 //! `MYRAFT_SEEDS=N` sweeps N seeds.
 
+mod arbitrary;
 mod handlers;
 mod harness;
 mod scenarios;
