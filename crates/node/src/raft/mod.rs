@@ -166,11 +166,13 @@ fn plausible(m: &RaftMessage) -> bool {
             RaftBody::RequestVote(rv) => index(rv.last_log_index) && rv.last_log_term <= m.term,
             RaftBody::RequestVoteResponse(_) | RaftBody::TimeoutNow(_) => true,
             RaftBody::AppendEntries(ae) => {
-                let numbered = ae
-                    .entries
-                    .iter()
-                    .zip(ae.prev_log_index.saturating_add(1)..)
-                    .all(|(e, i)| e.index == i);
+                let numbered = ae.entries.iter().enumerate().all(|(k, e)| {
+                    let k = u64::try_from(k).unwrap_or(u64::MAX);
+                    ae.prev_log_index
+                        .checked_add(k)
+                        .and_then(|i| i.checked_add(1))
+                        == Some(e.index)
+                });
                 let terms_rise = std::iter::once(ae.prev_log_term)
                     .chain(ae.entries.iter().map(|e| e.term))
                     .try_fold(0, |last, t| (t >= last && t <= m.term).then_some(t))
