@@ -127,6 +127,23 @@ pub fn jittered(d: Duration, low: f64, high: f64) -> Duration {
     d.mul_f64(rand::random_range(low..=high))
 }
 
+/// An error and its causes on one line, each said once. MyRaft's errors name their cause in
+/// their own message, so that a log line showing only the outer one is complete; printing
+/// the whole chain as well (anyhow's `{:#}`) would say the cause twice.
+pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// Sends the `tracing` log of this process to `path` (appended, created with its dir if
 /// missing), at the level `RUST_LOG` asks for, `info` by default. Plain text: the file is
 /// read with `less` and `grep`, not a terminal.
@@ -165,6 +182,21 @@ mod tests {
         drop(held);
         DataDirLock::acquire(&dir, "LOCK", "myraft-node").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot open f: {0}; check the disk")]
+        struct Named(#[source] io::Error);
+        #[derive(Debug, thiserror::Error)]
+        #[error("starting failed")]
+        struct Outer(#[source] Named);
+        let e = Outer(Named(io::Error::other("disk on fire")));
+        assert_eq!(
+            describe(&e),
+            "starting failed: cannot open f: disk on fire; check the disk"
+        );
     }
 
     #[test]

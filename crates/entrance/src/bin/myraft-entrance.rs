@@ -66,8 +66,11 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever RUST_BACKTRACE says: operators read this, not developers.
-            tracing::error!("{e:#}");
-            eprintln!("myraft-entrance: {e:#}");
+            tracing::error!("{}", myraft_wire::util::describe(e.as_ref()));
+            eprintln!(
+                "myraft-entrance: {}",
+                myraft_wire::util::describe(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

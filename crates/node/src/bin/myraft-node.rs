@@ -74,8 +74,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line, whatever RUST_BACKTRACE says: operators read this, not developers.
-            tracing::error!("{e:#}");
-            eprintln!("myraft-node: {e:#}");
+            tracing::error!("{}", myraft_wire::util::describe(e.as_ref()));
+            eprintln!("myraft-node: {}", myraft_wire::util::describe(e.as_ref()));
             ExitCode::FAILURE
         }
     }

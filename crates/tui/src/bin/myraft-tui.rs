@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line that says what failed and why; the terminal is already restored.
-            eprintln!("myraft-tui: {e:#}");
+            eprintln!("myraft-tui: {}", myraft_wire::util::describe(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -52,7 +52,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let result = console::main(target, args.key_file.as_deref()).await;
     if let Err(e) = &result {
-        tracing::error!(error = %format!("{e:#}"), "myraft-tui failed");
+        tracing::error!(error = %myraft_wire::util::describe(e.as_ref()), "myraft-tui failed");
     }
     result
 }

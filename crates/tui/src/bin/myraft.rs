@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             _ => ExitCode::FAILURE,
         },
         Err(e) => {
-            cli::print_error(false, "io", &format!("{e:#}"));
+            cli::print_error(false, "io", &myraft_wire::util::describe(e.as_ref()));
             ExitCode::FAILURE
         }
     }
