@@ -1,5 +1,6 @@
 //! The one UDP socket: every datagram in goes through [`myraft_wire::decode`] (key, version,
-//! cluster id, tag) and the per-sender replay filter before anything else sees it; every
+//! cluster id, tag) and the freshness and per-sender replay checks of [`myraft_wire::replay`]
+//! before anything else sees it; every
 //! datagram out is encoded and tagged here. Drops are counted by reason, never fatal.
 //!
 //! Requests the entrance sends on its own behalf (add member, remove, stop) carry its own
@@ -9,8 +10,9 @@
 use myraft_wire::admission::ClusterId;
 use myraft_wire::api::{ClientId, ClientOp, ClientReply, ClientRequest};
 use myraft_wire::envelope::SenderId;
-use myraft_wire::replay::ReplayError;
-use myraft_wire::{Body, ClusterKey, Envelope, ReplayFilter, MAX_DATAGRAM};
+use myraft_wire::replay::IdSource;
+use myraft_wire::util::unix_ms;
+use myraft_wire::{Body, ClusterKey, Envelope, ReplayGuard, MAX_DATAGRAM};
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
@@ -30,12 +32,12 @@ pub struct Inbound {
     pub src: SocketAddr,
 }
 
-/// How long a sender may stay silent before its replay window is dropped. Without this the
-/// filter would grow by one window per `myraft` command ever run. The price: a datagram
-/// recorded more than this long ago from a sender that has since gone quiet could be
-/// replayed once; writes are still applied at most once by the nodes' client sessions.
-const REPLAY_FORGET_AFTER: Duration = Duration::from_secs(3600);
-const REPLAY_PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// How often the replay windows of senders whose ids all went stale are dropped; without
+/// this the filter would grow by one window per `myraft` command ever run. Dropping them
+/// reopens nothing: anything such a sender could send again is refused as stale.
+const REPLAY_PRUNE_EVERY: Duration = Duration::from_secs(10);
+/// At most one warning about a sender's clock in this time: a skewed peer sends many.
+const CLOCK_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Net {
     socket: UdpSocket,
@@ -44,7 +46,9 @@ pub struct Net {
     cluster_id: ClusterId,
     /// The entrance's envelope sender id, also its client id for its own requests.
     id: SenderId,
-    next_msg_id: AtomicU64,
+    msg_ids: IdSource,
+    /// When this process started, by the wall clock in ms: ids minted before are refused.
+    started_ms: u64,
     next_seq: AtomicU64,
     calls: Mutex<HashMap<u64, oneshot::Sender<ClientReply>>>,
     drops: Mutex<BTreeMap<&'static str, u64>>,
@@ -70,16 +74,17 @@ impl Net {
         while id == 0 {
             id = rand::random();
         }
-        // Starting at the wall clock in µs keeps ids above anything an earlier run of this
-        // entrance sent, so peers' replay windows accept us after a restart.
-        let start_us = myraft_wire::util::unix_us().max(1);
+        // Ids start at the wall clock, above anything an earlier run of this entrance sent
+        // (its sender id is new anyway), and are fresh to every peer.
+        let started_ms = unix_ms();
         Ok(Arc::new(Net {
             socket,
             local_addr,
             key,
             cluster_id,
             id,
-            next_msg_id: AtomicU64::new(start_us),
+            msg_ids: IdSource::new(),
+            started_ms,
             next_seq: AtomicU64::new(1),
             calls: Mutex::new(HashMap::new()),
             drops: Mutex::new(BTreeMap::new()),
@@ -115,7 +120,7 @@ impl Net {
     }
 
     fn encode(&self, body: &Body) -> Option<Vec<u8>> {
-        let msg_id = self.next_msg_id.fetch_add(1, Ordering::Relaxed);
+        let msg_id = self.msg_ids.next(unix_ms());
         match myraft_wire::encode_body(self.cluster_id, self.id, msg_id, body, &self.key) {
             Ok(bytes) => Some(bytes),
             Err(e) => {
@@ -196,9 +201,9 @@ impl Net {
         // One byte more than the largest legal datagram, so an oversized one is seen as such
         // rather than silently cut to size by the socket.
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        let mut replay = ReplayFilter::new();
-        let mut last_heard: HashMap<SenderId, Instant> = HashMap::new();
+        let mut replay = ReplayGuard::new(self.started_ms);
         let mut last_prune = Instant::now();
+        let mut last_clock_warning: Option<Instant> = None;
         loop {
             let (len, src) = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -221,25 +226,22 @@ impl Net {
                     continue;
                 }
             };
-            if let Err(e) = replay.accept(envelope.from, envelope.msg_id) {
-                debug!(%src, "dropped datagram: {e}");
-                self.count_drop(match e {
-                    ReplayError::Replayed { .. } => "replayed",
-                    ReplayError::TooOld { .. } => "too_old",
-                });
+            let now_ms = unix_ms();
+            if let Err(e) = replay.accept(envelope.from, envelope.msg_id, now_ms) {
+                if e.is_clock()
+                    && last_clock_warning.is_none_or(|at| at.elapsed() >= CLOCK_WARNING_EVERY)
+                {
+                    last_clock_warning = Some(Instant::now());
+                    warn!(%src, sender = envelope.from, "dropped datagram: {e}");
+                } else {
+                    debug!(%src, "dropped datagram: {e}");
+                }
+                self.count_drop(e.reason());
                 continue;
             }
-            let now = Instant::now();
-            last_heard.insert(envelope.from, now);
-            if now.duration_since(last_prune) >= REPLAY_PRUNE_EVERY {
-                last_prune = now;
-                last_heard.retain(|sender, heard| {
-                    let keep = now.duration_since(*heard) < REPLAY_FORGET_AFTER;
-                    if !keep {
-                        replay.forget(*sender);
-                    }
-                    keep
-                });
+            if last_prune.elapsed() >= REPLAY_PRUNE_EVERY {
+                last_prune = Instant::now();
+                replay.prune(now_ms);
             }
             if let Body::ClientReply(reply) = &envelope.body {
                 if reply.client_id == self.id {

@@ -6,15 +6,13 @@
 //! Each seed is its own simulation and replays exactly: `MYRAFT_SEED=N cargo test -p
 //! myraft-node --test turmoil_cluster` reruns seed N alone. The network (latency, loss) comes
 //! from turmoil's seeded RNG, the nodes' election timeouts from `NodeConfig::rng_seed`, and
-//! time is turmoil's. The wall clock (`SystemTime`) still reaches the nodes, but only as the
-//! start of message ids (the replay filter compares ids relative to each other), so it does
-//! not change what happens. A second scenario restarts a node with its clock set back,
-//! through `NodeConfig::wall_clock_us`.
+//! time is turmoil's, and so is the nodes' wall clock (`support::sim_clock_us`), which message
+//! ids are minted from and checked against. A second scenario restarts a node with its clock
+//! set back, through `NodeConfig::wall_clock_us`.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use myraft_node::server::config::system_clock_us;
 use myraft_node::server::{bootstrap_static, run_with_socket};
 use myraft_wire::api::ClientResponse;
 use std::cell::{Cell, RefCell};
@@ -22,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
-use support::{bind, client, membership, node_addr, node_config, put_op, Client};
+use support::{bind, client, membership, node_addr, node_config, put_op, sim_clock_us, Client};
 use tokio_util::sync::CancellationToken;
 
 const CLUSTER: u64 = 0xC1;
@@ -239,7 +237,7 @@ fn run_seed(seed: u64) -> Result<Vec<String>, String> {
     for (i, name) in NODES.into_iter().enumerate() {
         let dir = tmp.path().join(name);
         sim.host(name, move || {
-            node(seed, i as u64 + 1, name, dir.clone(), system_clock_us)
+            node(seed, i as u64 + 1, name, dir.clone(), sim_clock_us)
         });
     }
     let lossy = Rc::new(Cell::new(false));
@@ -296,14 +294,10 @@ fn a_seed_replays_the_same_run() {
     assert_eq!(first, second, "seed {seed} did not replay the same run");
 }
 
-const CLOCK_US: u64 = 1_700_000_000_000_000;
-
-fn clock_at_first_start() -> u64 {
-    CLOCK_US
-}
-
-fn clock_ten_minutes_back() -> u64 {
-    CLOCK_US - 600_000_000
+/// A clock NTP stepped back by 10 s: behind the ids the node sent before, still within
+/// what its peers accept (`myraft_wire::replay::MAX_AGE_MS`).
+fn clock_ten_seconds_back() -> u64 {
+    sim_clock_us() - 10_000_000
 }
 
 /// The client's side of the restart test: `restart` asks the test loop to restart n3, whose
@@ -341,7 +335,7 @@ async fn restart_scenario(
         return Err("n3 did not come back after its restart".into());
     }
     log.borrow_mut()
-        .push("n3 restarted, its clock 10 minutes back".into());
+        .push("n3 restarted, its clock 10 seconds back".into());
 
     for other in NODES.iter().filter(|n| **n != cut) {
         turmoil::partition(cut, *other);
@@ -390,11 +384,11 @@ fn a_node_restarted_with_its_clock_set_back_is_heard_by_its_peers() {
         let dir = tmp.path().join(name);
         let starts = starts.clone();
         sim.host(name, move || {
-            let mut clock: fn() -> u64 = clock_at_first_start;
+            let mut clock: fn() -> u64 = sim_clock_us;
             if name == "n3" {
                 starts.set(starts.get() + 1);
                 if starts.get() > 1 {
-                    clock = clock_ten_minutes_back;
+                    clock = clock_ten_seconds_back;
                 }
             }
             node(seed, i as u64 + 1, name, dir.clone(), clock)

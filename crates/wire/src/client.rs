@@ -55,7 +55,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -218,12 +218,8 @@ fn describe_tried(tried: &[Target]) -> String {
 
 /// The next message id of this process, for every envelope any `Client` sends.
 fn next_msg_id() -> u64 {
-    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
-    NEXT.get_or_init(|| {
-        // Never 0, and with room above for the ids to come.
-        AtomicU64::new(crate::util::unix_us().clamp(1, u64::MAX / 2))
-    })
-    .fetch_add(1, Ordering::Relaxed)
+    static IDS: crate::replay::IdSource = crate::replay::IdSource::new();
+    IDS.next(crate::util::unix_ms())
 }
 
 fn random_client_id() -> ClientId {

@@ -23,7 +23,7 @@ use std::io::{self, Cursor};
 
 /// Bumped whenever the datagram layout or any body changes incompatibly. Nodes of different
 /// versions drop each other's datagrams with [`DecodeError::WrongVersion`].
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The hard cap on a datagram, in bytes: the largest UDP payload over IPv4
 /// (65 535 − 20 bytes of IP header − 8 of UDP header). [`encode`] refuses to produce more

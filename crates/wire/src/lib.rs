@@ -5,7 +5,8 @@
 //! - [`key`]: the cluster secret that authenticates every datagram, and its key file.
 //! - [`codec`]: bytes ⇄ [`Envelope`]: size limits, protocol version, cluster id and the
 //!   HMAC tag, checked before anything is parsed. Nothing above it sees raw bytes.
-//! - [`replay`]: drops datagrams that were already received, per sender.
+//! - [`replay`]: drops datagrams that are stale, from before the receiver started, or
+//!   already received from their sender.
 //! - [`envelope`]: the [`Envelope`] header and the [`Body`] enum of every message.
 //! - the bodies, grouped as in the design:
 //!   - [`raft`]: Raft messages, log entries and membership, as plain serde types. The
@@ -51,4 +52,4 @@ pub use codec::{
 };
 pub use envelope::{Body, Envelope};
 pub use key::ClusterKey;
-pub use replay::{ReplayFilter, ReplayWindow};
+pub use replay::{ReplayFilter, ReplayGuard, ReplayWindow};

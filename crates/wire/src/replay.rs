@@ -1,17 +1,34 @@
-//! Replay protection: each sender numbers its datagrams (`msg_id`), and a receiver keeps a
-//! sliding window per sender over the highest ids it has seen, as IPsec does (RFC 4303
-//! §3.4.3): an id inside the window is accepted once, an id below it is dropped as too old.
+//! Replay protection, in two parts that every receiver applies to each authenticated
+//! datagram.
+//!
+//! **Freshness.** A message id says when it was minted: its high bits are a wall-clock
+//! *epoch* in milliseconds, its low [`SEQ_BITS`] bits count the datagrams of that epoch
+//! ([`next_id`]). A receiver refuses ids from more than [`MAX_AGE_MS`] ago or more than
+//! [`MAX_AHEAD_MS`] ahead of its own clock, and ids minted before it started
+//! ([`Freshness`]). So a recorded datagram is worthless an instant after the receiver
+//! restarts (a recorded `StopNode` does not stop a node a second time), to a receiver that
+//! started after it was sent, and to anyone after [`MAX_AGE_MS`] (a client's `put` replayed
+//! after its session expired cannot roll a value back: sessions last far longer). The
+//! receiver needs no saved state for this: its start time is the boundary. The cost is
+//! that clocks must agree to within [`MAX_AGE_MS`]; datagrams refused as stale or from the
+//! future are counted under those names, and a receiver logs the sender and the offset.
+//!
+//! **Duplicates.** Within the freshness window, a receiver keeps a sliding window per
+//! sender over the highest ids it has seen, as IPsec does (RFC 4303 §3.4.3): an id inside
+//! the window is accepted once, an id below it is dropped as too old. A sender whose
+//! newest id is stale can be forgotten ([`ReplayGuard::prune`]): every id it could send
+//! again is stale too.
 //!
 //! Check only datagrams that [`crate::codec::decode`] authenticated, so that forged ids
 //! cannot push the window forward and a forger cannot fill [`ReplayFilter`] with senders.
 //!
-//! A sender must never reuse an id, across restarts too, and a receiver never forgets a
-//! sender, so a restarted sender must start above everything it sent before. Starting the
-//! counter at the wall clock in microseconds, adding one per datagram, does that unless
-//! the clock was set back by more than the downtime; a node therefore also starts above the
-//! block of ids it last reserved in its data dir (myraft-node's `server::msg_ids`). Raft
-//! and the client sessions tolerate the loss of the rare datagram that arrives more than
-//! [`WINDOW`] ids late.
+//! A sender must never reuse an id, across restarts too, and its ids must keep rising.
+//! [`next_id`] moves to a new epoch at the clock every [`ROLL_MS`], so a restarted sender
+//! starts above what it sent before unless its clock was set back by more than its
+//! downtime; a node therefore also starts above the ids it last reserved in its data dir
+//! (myraft-node's `server::msg_ids`). Raft and the client sessions tolerate the loss of
+//! the rare datagram that arrives more than [`WINDOW`] ids late, or from an epoch before
+//! the newest one by more than that.
 
 use crate::envelope::SenderId;
 use std::collections::HashMap;
@@ -22,9 +39,118 @@ const WORDS: usize = 4;
 /// order the network may shuffle.
 pub const WINDOW: u64 = (WORDS * 64) as u64;
 
+/// Bits of a message id that count datagrams within one epoch; the bits above are the
+/// epoch, in milliseconds since the Unix epoch (42 bits last until the year 2109).
+pub const SEQ_BITS: u32 = 22;
+/// A sender moves to a new epoch, at its clock, once its current one is this old. Short,
+/// so that a receiver that just started hears its peers within this time (plus their clock
+/// offset); long enough that ids move to a new epoch, where reordering across the jump
+/// can drop a datagram, only ten times a second.
+pub const ROLL_MS: u64 = 100;
+/// A datagram whose id's epoch is older than this by the receiver's clock is refused as
+/// stale. Covers the epoch's own age ([`ROLL_MS`]), a datagram's time in flight and the
+/// clocks' disagreement; far shorter than a client session (10 minutes by default).
+pub const MAX_AGE_MS: u64 = 30_000;
+/// A datagram whose id's epoch is this far ahead of the receiver's clock is refused as
+/// from the future. Covers clocks' disagreement and a node restarting at the end of the ids
+/// it reserved ahead of its clock.
+pub const MAX_AHEAD_MS: u64 = 30_000;
+/// The last epoch an id can carry.
+const MAX_EPOCH_MS: u64 = (1 << (64 - SEQ_BITS)) - 1;
+
+/// The epoch, in ms since the Unix epoch, in which `msg_id` was minted.
+pub fn epoch_ms(msg_id: u64) -> u64 {
+    msg_id >> SEQ_BITS
+}
+
+/// The first id of the epoch starting at `now_ms`.
+pub fn first_id(now_ms: u64) -> u64 {
+    now_ms.min(MAX_EPOCH_MS) << SEQ_BITS
+}
+
+/// The id to send after `prev` (`None` for a sender's first) when the clock reads
+/// `now_ms`: the next of `prev`'s epoch while it is younger than [`ROLL_MS`], else the first
+/// of a new epoch at the clock; always above `prev`. A full epoch runs on into the next
+/// millisecond's ids, which are still above `prev`.
+pub fn next_id(prev: Option<u64>, now_ms: u64) -> u64 {
+    let Some(prev) = prev else {
+        return first_id(now_ms);
+    };
+    let after = prev.saturating_add(1);
+    if now_ms >= epoch_ms(prev).saturating_add(ROLL_MS) {
+        after.max(first_id(now_ms))
+    } else {
+        after
+    }
+}
+
+/// [`next_id`] for senders on many threads (the `myraft` client, the entrance), from one
+/// atomic counter; the clock in ms comes from `now_ms`.
+#[derive(Debug, Default)]
+pub struct IdSource {
+    /// The last id handed out; 0 before the first.
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl IdSource {
+    /// A source that has minted nothing yet.
+    pub const fn new() -> Self {
+        Self {
+            last: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next id at clock `now_ms`, never handed out twice.
+    pub fn next(&self, now_ms: u64) -> u64 {
+        use std::sync::atomic::Ordering;
+        let mut last = self.last.load(Ordering::Relaxed);
+        loop {
+            let id = next_id((last != 0).then_some(last), now_ms);
+            match self
+                .last
+                .compare_exchange_weak(last, id, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return id,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+}
+
 /// Why a datagram's id was refused; the datagram is to be dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReplayError {
+    /// The id's epoch is more than [`MAX_AGE_MS`] behind the receiver's clock: a datagram
+    /// recorded and sent again, or a sender whose clock is behind.
+    #[error(
+        "message id {msg_id} is {age_ms} ms old by this clock (at most {MAX_AGE_MS} is \
+         accepted): a replay, or the sender's clock is behind; check that clocks agree (NTP)"
+    )]
+    Stale {
+        /// The id refused.
+        msg_id: u64,
+        /// How far its epoch is behind the receiver's clock.
+        age_ms: u64,
+    },
+    /// The id's epoch is more than [`MAX_AHEAD_MS`] ahead of the receiver's clock.
+    #[error(
+        "message id {msg_id} is {ahead_ms} ms ahead of this clock (at most {MAX_AHEAD_MS} is \
+         accepted): the sender's clock is ahead; check that clocks agree (NTP)"
+    )]
+    FromFuture {
+        /// The id refused.
+        msg_id: u64,
+        /// How far its epoch is ahead of the receiver's clock.
+        ahead_ms: u64,
+    },
+    /// The id was minted before the receiver started: a datagram recorded before a
+    /// restart. Also refused, for at most [`ROLL_MS`] plus the clocks' offset after a
+    /// start, are live peers' ids of the epoch they were in when the receiver started.
+    #[error("message id {msg_id} was minted before this process started")]
+    BeforeStart {
+        /// The id refused.
+        msg_id: u64,
+    },
     /// The id is inside the window and was accepted before: a duplicate or a replay.
     #[error("message id {msg_id} was already received")]
     Replayed {
@@ -40,6 +166,28 @@ pub enum ReplayError {
         /// The highest id accepted from this sender.
         newest: u64,
     },
+}
+
+impl ReplayError {
+    /// A short name for drop counters: `stale`, `from_future`, `before_start`, `replayed`
+    /// or `too_old`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReplayError::Stale { .. } => "stale",
+            ReplayError::FromFuture { .. } => "from_future",
+            ReplayError::BeforeStart { .. } => "before_start",
+            ReplayError::Replayed { .. } => "replayed",
+            ReplayError::TooOld { .. } => "too_old",
+        }
+    }
+
+    /// Whether the sender's clock may be to blame, which the operator should hear of.
+    pub fn is_clock(&self) -> bool {
+        matches!(
+            self,
+            ReplayError::Stale { .. } | ReplayError::FromFuture { .. }
+        )
+    }
 }
 
 /// The window for one sender. Bit `id % WINDOW` of the ring says whether `id` was seen, for
@@ -150,6 +298,90 @@ impl ReplayFilter {
     }
 }
 
+/// The freshness rules of one receiver: ids from its own start on, within
+/// [`MAX_AGE_MS`] behind and [`MAX_AHEAD_MS`] ahead of its clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    started_ms: u64,
+}
+
+impl Freshness {
+    /// The rules for a receiver that started when its clock read `started_ms`.
+    pub fn new(started_ms: u64) -> Self {
+        Self { started_ms }
+    }
+
+    /// When the receiver started, by its clock.
+    pub fn started_ms(&self) -> u64 {
+        self.started_ms
+    }
+
+    /// Whether `msg_id` is fresh when the receiver's clock reads `now_ms`.
+    pub fn check(&self, msg_id: u64, now_ms: u64) -> Result<(), ReplayError> {
+        let epoch = epoch_ms(msg_id);
+        if epoch.saturating_add(MAX_AGE_MS) < now_ms {
+            return Err(ReplayError::Stale {
+                msg_id,
+                age_ms: now_ms - epoch,
+            });
+        }
+        if epoch > now_ms.saturating_add(MAX_AHEAD_MS) {
+            return Err(ReplayError::FromFuture {
+                msg_id,
+                ahead_ms: epoch - now_ms,
+            });
+        }
+        // After the clock checks, so that those name a skewed clock whenever it is one.
+        if epoch < self.started_ms {
+            return Err(ReplayError::BeforeStart { msg_id });
+        }
+        Ok(())
+    }
+}
+
+/// Both checks of a receiver: [`Freshness`], then the per-sender [`ReplayFilter`].
+#[derive(Clone, Debug)]
+pub struct ReplayGuard {
+    freshness: Freshness,
+    filter: ReplayFilter,
+}
+
+impl ReplayGuard {
+    /// The guard of a receiver that started when its clock read `started_ms`.
+    pub fn new(started_ms: u64) -> Self {
+        Self {
+            freshness: Freshness::new(started_ms),
+            filter: ReplayFilter::new(),
+        }
+    }
+
+    /// Accepts `msg_id` from `from` once, if it is fresh at `now_ms`.
+    pub fn accept(&mut self, from: SenderId, msg_id: u64, now_ms: u64) -> Result<(), ReplayError> {
+        self.freshness.check(msg_id, now_ms)?;
+        self.filter.accept(from, msg_id)
+    }
+
+    /// Forgets the senders whose newest id is stale at `now_ms`: anything they could send
+    /// again is refused as stale anyway, so their windows only cost memory (every client
+    /// that ever sent one request has one).
+    pub fn prune(&mut self, now_ms: u64) {
+        self.filter.windows.retain(|_, w| {
+            w.newest()
+                .is_some_and(|id| epoch_ms(id).saturating_add(MAX_AGE_MS) >= now_ms)
+        });
+    }
+
+    /// Drops a sender's window, e.g. when a node is removed from the cluster.
+    pub fn forget(&mut self, from: SenderId) {
+        self.filter.forget(from);
+    }
+
+    /// How many senders have a window.
+    pub fn senders(&self) -> usize {
+        self.filter.senders()
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
@@ -239,6 +471,111 @@ mod tests {
         f.forget(1);
         assert_eq!(f.senders(), 1);
         f.accept(1, 10).unwrap();
+    }
+
+    const T: u64 = 1_800_000_000_000;
+
+    #[test]
+    fn ids_rise_within_an_epoch_and_move_to_the_clock_every_roll() {
+        let a = next_id(None, T);
+        assert_eq!(epoch_ms(a), T);
+        let b = next_id(Some(a), T + ROLL_MS - 1);
+        assert_eq!(b, a + 1, "same epoch until it is ROLL_MS old");
+        let c = next_id(Some(b), T + ROLL_MS);
+        assert_eq!(c, first_id(T + ROLL_MS));
+        // A clock set back never takes an id below the last.
+        let d = next_id(Some(c), T - 60_000);
+        assert_eq!(d, c + 1);
+        // A full epoch runs on into the next millisecond's ids.
+        let full = first_id(T) + (1 << SEQ_BITS) - 1;
+        assert_eq!(next_id(Some(full), T), first_id(T + 1));
+        assert_eq!(
+            next_id(Some(u64::MAX), T),
+            u64::MAX,
+            "saturates, never wraps"
+        );
+    }
+
+    #[test]
+    fn an_id_source_never_hands_out_an_id_twice_across_threads() {
+        let source = std::sync::Arc::new(IdSource::new());
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let source = std::sync::Arc::clone(&source);
+                std::thread::spawn(move || {
+                    (0..5000)
+                        .map(|i| source.next(T + (i / 1000) * ROLL_MS + t))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all = HashSet::new();
+        for t in threads {
+            for id in t.join().unwrap() {
+                assert!(all.insert(id), "id {id} handed out twice");
+            }
+        }
+        assert_eq!(all.len(), 20_000);
+    }
+
+    #[test]
+    fn freshness_refuses_old_future_and_pre_start_ids() {
+        let f = Freshness::new(T);
+        assert_eq!(f.check(first_id(T), T), Ok(()));
+        assert_eq!(f.check(first_id(T + 5), T), Ok(()), "a little ahead");
+        assert_eq!(
+            f.check(first_id(T - 1), T + 10),
+            Err(ReplayError::BeforeStart {
+                msg_id: first_id(T - 1)
+            }),
+            "recorded before the receiver started"
+        );
+        let hour = 3_600_000;
+        assert_eq!(
+            f.check(first_id(T + 1), T + 1 + hour),
+            Err(ReplayError::Stale {
+                msg_id: first_id(T + 1),
+                age_ms: hour
+            }),
+            "an hour old"
+        );
+        assert_eq!(f.check(first_id(T + 1), T + 1 + MAX_AGE_MS), Ok(()));
+        assert_eq!(
+            f.check(first_id(T + MAX_AHEAD_MS + 1), T),
+            Err(ReplayError::FromFuture {
+                msg_id: first_id(T + MAX_AHEAD_MS + 1),
+                ahead_ms: MAX_AHEAD_MS + 1
+            })
+        );
+        assert_eq!(f.check(first_id(T + MAX_AHEAD_MS), T), Ok(()));
+        assert_eq!(
+            f.check(u64::MAX, T).map_err(|e| e.reason()),
+            Err("from_future")
+        );
+    }
+
+    #[test]
+    fn a_guard_prunes_only_senders_whose_ids_are_all_stale() {
+        let mut g = ReplayGuard::new(T);
+        g.accept(1, first_id(T), T).unwrap();
+        g.accept(2, first_id(T + 20_000), T + 20_000).unwrap();
+        assert_eq!(
+            g.accept(1, first_id(T), T + 1).map_err(|e| e.reason()),
+            Err("replayed")
+        );
+        g.prune(T + MAX_AGE_MS + 1);
+        assert_eq!(g.senders(), 1, "sender 1's newest id is stale");
+        // Forgetting it reopened nothing: its old id is refused as stale.
+        assert_eq!(
+            g.accept(1, first_id(T), T + MAX_AGE_MS + 1)
+                .map_err(|e| e.reason()),
+            Err("stale")
+        );
+        assert_eq!(
+            g.accept(2, first_id(T + 20_000), T + MAX_AGE_MS + 1)
+                .map_err(|e| e.reason()),
+            Err("replayed")
+        );
     }
 
     proptest! {

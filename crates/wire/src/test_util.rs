@@ -64,8 +64,11 @@ pub struct TestClient<S = tokio::net::UdpSocket> {
     pub id: ClientId,
     /// The last sequence number [`TestClient::request`] or [`TestClient::encode`] used.
     pub seq: u64,
-    /// The message id of the last datagram it encoded.
+    /// The message id of the last datagram it encoded; 0 before the first.
     pub msg_id: u64,
+    /// The wall clock in ms that message ids are minted from ([`crate::replay`]):
+    /// [`crate::util::unix_ms`] unless a simulation has a clock of its own.
+    pub clock_ms: fn() -> u64,
     /// The last sequence number of its reads as [`READER`].
     pub read_seq: u64,
     /// The servers it talks to: `request` asks the first, `call` tries them all.
@@ -99,7 +102,8 @@ impl<S: TestSocket> TestClient<S> {
             // Zero reads as "no id" in logs; avoid it.
             id: rand::random::<u64>() | 1,
             seq: 0,
-            msg_id: 1,
+            msg_id: 0,
+            clock_ms: crate::util::unix_ms,
             read_seq: 0,
             nodes,
             leader: None,
@@ -117,7 +121,8 @@ impl<S: TestSocket> TestClient<S> {
         from: SenderId,
         body: &Body,
     ) -> Vec<u8> {
-        self.msg_id += 1;
+        self.msg_id =
+            crate::replay::next_id((self.msg_id != 0).then_some(self.msg_id), (self.clock_ms)());
         encode_body(cluster, from, self.msg_id, body, key).expect("a test datagram encodes")
     }
 

@@ -10,13 +10,13 @@ use myraft_wire::api::{
 use myraft_wire::envelope::UNKNOWN_CLUSTER;
 use myraft_wire::health::{NodeStats, PeerRef, ProbeReply, Role, StoreStats};
 use myraft_wire::raft::{Member, Membership, NodeId, Term};
+use myraft_wire::replay::IdSource;
 use myraft_wire::test_util::TestClient;
 use myraft_wire::{Body, ClusterKey};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -27,13 +27,6 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 
 pub fn key() -> ClusterKey {
     ClusterKey::lab_default()
-}
-
-fn start_msg_id() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_micros() as u64
 }
 
 /// An entrance on 127.0.0.1:0 with fast probes, in its own temp dir.
@@ -195,19 +188,19 @@ pub struct FakeNode {
     pub requests: mpsc::UnboundedReceiver<(Instant, ClientRequest)>,
     joins: mpsc::UnboundedReceiver<JoinResponse>,
     socket: Arc<UdpSocket>,
-    msg_id: Arc<AtomicU64>,
+    msg_id: Arc<IdSource>,
     task: JoinHandle<()>,
 }
 
 async fn send_from(
     socket: &UdpSocket,
-    msg_id: &AtomicU64,
+    msg_id: &IdSource,
     cluster: ClusterId,
     from: NodeId,
     body: &Body,
     to: SocketAddr,
 ) {
-    let id = msg_id.fetch_add(1, Ordering::Relaxed);
+    let id = msg_id.next(myraft_wire::util::unix_ms());
     let bytes = myraft_wire::encode_body(cluster, from, id, body, &key()).unwrap();
     socket.send_to(&bytes, to).await.unwrap();
 }
@@ -231,7 +224,7 @@ impl FakeNode {
         }));
         let (req_tx, requests) = mpsc::unbounded_channel();
         let (join_tx, joins) = mpsc::unbounded_channel();
-        let msg_id = Arc::new(AtomicU64::new(start_msg_id()));
+        let msg_id = Arc::new(IdSource::new());
         let task = tokio::spawn(Self::serve(
             Arc::clone(&socket),
             Arc::clone(&state),
@@ -289,7 +282,7 @@ impl FakeNode {
     async fn serve(
         socket: Arc<UdpSocket>,
         state: Arc<Mutex<FakeState>>,
-        msg_id: Arc<AtomicU64>,
+        msg_id: Arc<IdSource>,
         requests: mpsc::UnboundedSender<(Instant, ClientRequest)>,
         joins: mpsc::UnboundedSender<JoinResponse>,
     ) {

@@ -1,5 +1,6 @@
-//! The node's one UDP socket: authenticated encode on the way out; decode, replay filter and
-//! drop counters on the way in. Nothing above this module sees raw bytes.
+//! The node's one UDP socket: authenticated encode on the way out; decode, freshness and
+//! replay checks ([`myraft_wire::replay`]) and drop counters on the way in. Nothing above
+//! this module sees raw bytes.
 //!
 //! The socket is a [`Socket`] rather than tokio's type so that tests can run the real node
 //! on a simulated network (partitions, loss, virtual time) without changing a line of it.
@@ -11,7 +12,7 @@ use myraft_wire::admission::ClusterId;
 use myraft_wire::codec::{self, MAX_DATAGRAM};
 use myraft_wire::envelope::{Body, Envelope, UNKNOWN_CLUSTER};
 use myraft_wire::key::ClusterKey;
-use myraft_wire::replay::ReplayFilter;
+use myraft_wire::replay::ReplayGuard;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
@@ -103,11 +104,22 @@ pub struct Transport {
     pub cluster_id: ClusterId,
     pub me: u64,
     ids: MsgIds,
-    replay: ReplayFilter,
+    replay: ReplayGuard,
+    /// The wall clock in µs, which message ids are minted from and checked against.
+    clock_us: fn() -> u64,
+    /// When the replay windows were last pruned, and when the last clock warning was
+    /// logged, by `clock_us` in ms.
+    last_prune_ms: u64,
+    last_clock_warning_ms: Option<u64>,
     /// Dropped datagrams by reason: bad input is counted, never fatal.
     pub dropped: BTreeMap<&'static str, u64>,
     buf: Vec<u8>,
 }
+
+/// How often senders whose ids all went stale are forgotten.
+const PRUNE_EVERY_MS: u64 = 10_000;
+/// At most one warning about a peer's clock in this time: a skewed peer sends many.
+const CLOCK_WARNING_EVERY_MS: u64 = 60_000;
 
 impl Transport {
     /// A transport for the node whose data dir `cfg` names; message ids are reserved there
@@ -118,8 +130,15 @@ impl Transport {
         cluster_id: ClusterId,
         me: u64,
     ) -> Result<Self, ServerError> {
-        let ids = MsgIds::open(&cfg.data_dir, (cfg.wall_clock_us)())?;
-        Ok(Self::with_ids(socket, cfg.key.clone(), cluster_id, me, ids))
+        let ids = MsgIds::open(&cfg.data_dir, (cfg.wall_clock_us)() / 1000)?;
+        Ok(Self::with_ids(
+            socket,
+            cfg.key.clone(),
+            cluster_id,
+            me,
+            ids,
+            cfg.wall_clock_us,
+        ))
     }
 
     fn with_ids(
@@ -128,14 +147,21 @@ impl Transport {
         cluster_id: ClusterId,
         me: u64,
         ids: MsgIds,
+        clock_us: fn() -> u64,
     ) -> Self {
+        let started_ms = clock_us() / 1000;
         Transport {
             socket,
             key,
             cluster_id,
             me,
             ids,
-            replay: ReplayFilter::new(),
+            // Everything minted before this instant is refused: a datagram recorded before
+            // the restart, a `StopNode` above all, must not act again.
+            replay: ReplayGuard::new(started_ms),
+            clock_us,
+            last_prune_ms: started_ms,
+            last_clock_warning_ms: None,
             dropped: BTreeMap::new(),
             buf: vec![0u8; MAX_DATAGRAM + 1],
         }
@@ -152,7 +178,7 @@ impl Transport {
     /// Sends one body. A send error (no route, buffer full) is a lost datagram like any
     /// other on UDP: counted and logged, never fatal.
     pub fn send(&mut self, to: SocketAddr, body: Body) {
-        let Some(msg_id) = self.ids.next() else {
+        let Some(msg_id) = self.ids.next(self.now_ms()) else {
             self.drop_for("no_msg_id");
             return;
         };
@@ -220,11 +246,30 @@ impl Transport {
                 return None;
             }
         };
-        if self.replay.accept(env.from, env.msg_id).is_err() {
-            self.drop_for("replayed");
+        let now_ms = self.now_ms();
+        if let Err(e) = self.replay.accept(env.from, env.msg_id, now_ms) {
+            if e.is_clock()
+                && self
+                    .last_clock_warning_ms
+                    .is_none_or(|at| now_ms.saturating_sub(at) >= CLOCK_WARNING_EVERY_MS)
+            {
+                self.last_clock_warning_ms = Some(now_ms);
+                tracing::warn!(%from, sender = env.from, "dropped datagram: {e}");
+            } else {
+                tracing::debug!(%from, sender = env.from, "dropped datagram: {e}");
+            }
+            self.drop_for(e.reason());
             return None;
         }
+        if now_ms.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
+            self.last_prune_ms = now_ms;
+            self.replay.prune(now_ms);
+        }
         Some(env)
+    }
+
+    fn now_ms(&self) -> u64 {
+        (self.clock_us)() / 1000
     }
 }
 
@@ -290,8 +335,23 @@ pub(crate) mod tests {
         NOW_US
     }
 
-    fn clock_ten_minutes_back() -> u64 {
-        NOW_US - 600_000_000
+    /// A clock NTP stepped back: within what peers accept, behind what the node used.
+    fn clock_ten_seconds_back() -> u64 {
+        NOW_US - 10_000_000
+    }
+
+    thread_local! {
+        /// The time of [`test_clock`]; each test runs on a thread of its own.
+        static TEST_NOW_US: std::cell::Cell<u64> = const { std::cell::Cell::new(NOW_US) };
+    }
+
+    /// A clock the test moves with [`set_test_clock`].
+    fn test_clock() -> u64 {
+        TEST_NOW_US.with(|t| t.get())
+    }
+
+    fn set_test_clock(us: u64) {
+        TEST_NOW_US.with(|t| t.set(us));
     }
 
     pub(crate) fn addr(port: u16) -> SocketAddr {
@@ -330,7 +390,7 @@ pub(crate) mod tests {
         }
         drop(node);
 
-        let mut node = transport(node_dir.path(), 1, 0xA, clock_ten_minutes_back, &air);
+        let mut node = transport(node_dir.path(), 1, 0xA, clock_ten_seconds_back, &air);
         node.send(addr(2), Body::Probe(Probe { nonce: 3 }));
         match peer.try_recv() {
             Some((env, from)) => {
@@ -352,7 +412,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
-        let ids = MsgIds::open_with_block(&data, NOW_US, 1).unwrap();
+        let ids = MsgIds::open_with_block(&data, NOW_US / 1000, 1).unwrap();
         let socket = TestSocket {
             addr: addr(1),
             air: air.clone(),
@@ -363,10 +423,13 @@ pub(crate) mod tests {
             CLUSTER,
             0xA,
             ids,
+            test_clock,
         );
         node.send(addr(2), Body::Probe(Probe { nonce: 0 }));
         assert_eq!(air.lock().unwrap().len(), 1);
         std::fs::remove_dir_all(&data).unwrap();
+        // The next epoch lies beyond the 1 ms reserved.
+        set_test_clock(NOW_US + 1_000_000);
 
         node.send(addr(2), Body::Probe(Probe { nonce: 1 }));
         assert_eq!(air.lock().unwrap().len(), 1, "sent without a reserved id");
@@ -379,5 +442,93 @@ pub(crate) mod tests {
             Err(e) => assert!(e.to_string().contains("cannot reserve message ids"), "{e}"),
             Ok(got) => panic!("received {got:?} after ids ran out"),
         }
+    }
+
+    /// The datagrams in flight, taken off the air: what someone on the wire recorded.
+    fn record(air: &Air) -> Vec<(Vec<u8>, SocketAddr)> {
+        air.lock().unwrap().drain(..).collect()
+    }
+
+    fn replay_into(air: &Air, recorded: &[(Vec<u8>, SocketAddr)]) {
+        air.lock().unwrap().extend(recorded.iter().cloned());
+    }
+
+    #[test]
+    fn a_datagram_recorded_before_a_restart_is_refused_after_it() {
+        let air = Air::default();
+        let (node_dir, peer_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut sender = transport(node_dir.path(), 1, 0xA, test_clock, &air);
+        let mut receiver = transport(peer_dir.path(), 2, 0xB, test_clock, &air);
+        sender.send(addr(2), Body::Probe(Probe { nonce: 7 }));
+        let recorded = record(&air);
+        replay_into(&air, &recorded);
+        assert!(receiver.try_recv().is_some(), "{:?}", receiver.dropped);
+        replay_into(&air, &recorded);
+        assert!(receiver.try_recv().is_none());
+        assert_eq!(receiver.dropped.get("replayed"), Some(&1));
+
+        // The receiver restarts a second later: its windows are gone, and the recording is
+        // still refused, as minted before the new process started.
+        drop(receiver);
+        set_test_clock(NOW_US + 1_000_000);
+        let mut receiver = transport(peer_dir.path(), 2, 0xB, test_clock, &air);
+        replay_into(&air, &recorded);
+        assert!(receiver.try_recv().is_none(), "a replay was accepted");
+        assert_eq!(receiver.dropped.get("before_start"), Some(&1));
+        // The live sender is heard: its next id is of a new epoch, after the restart.
+        sender.send(addr(2), Body::Probe(Probe { nonce: 8 }));
+        match receiver.try_recv() {
+            Some((env, _)) => assert_eq!(env.body, Body::Probe(Probe { nonce: 8 })),
+            None => panic!("the live sender was dropped: {:?}", receiver.dropped),
+        }
+    }
+
+    #[test]
+    fn a_recording_replayed_to_a_receiver_that_never_saw_its_sender_is_refused_when_stale() {
+        let air = Air::default();
+        let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+        let mut sender = transport(dirs[0].path(), 1, 0xA, test_clock, &air);
+        let mut meant_for = transport(dirs[1].path(), 2, 0xB, test_clock, &air);
+        sender.send(addr(2), Body::Probe(Probe { nonce: 1 }));
+        let recorded = record(&air);
+        replay_into(&air, &recorded);
+        assert!(meant_for.try_recv().is_some());
+
+        // A third process that started after it was sent refuses it at once...
+        set_test_clock(NOW_US + 2_000_000);
+        let mut stranger = transport(dirs[2].path(), 3, 0xC, test_clock, &air);
+        replay_into(&air, &recorded);
+        assert!(stranger.try_recv().is_none());
+        assert_eq!(stranger.dropped.get("before_start"), Some(&1));
+        // ...and one that runs all along refuses it once it is stale, an hour later, even
+        // though its window for the sender was pruned in between.
+        set_test_clock(NOW_US + 3_600_000_000);
+        sender.send(addr(2), Body::Probe(Probe { nonce: 2 }));
+        let fresh = record(&air);
+        replay_into(&air, &fresh);
+        assert!(meant_for.try_recv().is_some(), "{:?}", meant_for.dropped);
+        replay_into(&air, &recorded);
+        assert!(meant_for.try_recv().is_none());
+        assert_eq!(meant_for.dropped.get("stale"), Some(&1));
+    }
+
+    #[test]
+    fn a_sender_whose_clock_is_minutes_off_is_refused_and_counted() {
+        fn behind() -> u64 {
+            NOW_US - 600_000_000
+        }
+        fn ahead() -> u64 {
+            NOW_US + 600_000_000
+        }
+        let air = Air::default();
+        let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+        let mut receiver = transport(dirs[0].path(), 1, 0xA, clock_now, &air);
+        let mut slow = transport(dirs[1].path(), 2, 0xB, behind, &air);
+        let mut fast = transport(dirs[2].path(), 3, 0xC, ahead, &air);
+        slow.send(addr(1), Body::Probe(Probe { nonce: 1 }));
+        fast.send(addr(1), Body::Probe(Probe { nonce: 2 }));
+        assert!(receiver.try_recv().is_none());
+        assert_eq!(receiver.dropped.get("stale"), Some(&1));
+        assert_eq!(receiver.dropped.get("from_future"), Some(&1));
     }
 }

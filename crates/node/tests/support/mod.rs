@@ -53,7 +53,22 @@ pub async fn client(cluster: u64, nodes: Vec<SocketAddr>) -> Client {
     let socket = turmoil::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
         .await
         .unwrap();
-    TestClient::new(SimSocket(socket), cluster, nodes)
+    let mut client = TestClient::new(SimSocket(socket), cluster, nodes);
+    client.clock_ms = || sim_clock_us() / 1000;
+    client
+}
+
+/// Where the simulated wall clock starts: 2027-01-15, in µs since the Unix epoch.
+pub const SIM_EPOCH_US: u64 = 1_800_000_000_000_000;
+
+/// The wall clock of a simulation: [`SIM_EPOCH_US`] plus the virtual time elapsed, so that
+/// message ids and their freshness move with virtual time, as they do with real time
+/// outside. The real clock would barely move during a run that spans simulated minutes: a
+/// restarted node would refuse its peers' ids (minted before it started, by that clock)
+/// for most of the run.
+pub fn sim_clock_us() -> u64 {
+    let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+    SIM_EPOCH_US + u64::try_from(elapsed.as_micros()).unwrap()
 }
 
 pub fn put_op(key: &str, value: &str) -> ClientOp {
@@ -106,6 +121,7 @@ pub fn node_config(seed: u64, id: u64, name: &str, dir: PathBuf) -> NodeConfig {
     cfg.single_threaded = true;
     cfg.sync_interval = Duration::from_millis(30);
     cfg.cache_bytes = 4 << 20;
+    cfg.wall_clock_us = sim_clock_us;
     cfg
 }
 
