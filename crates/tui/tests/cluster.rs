@@ -1,398 +1,18 @@
 //! The real servers with the real `myraft`: a `myraft-entrance` and `myraft-node`s started as
 //! processes on 127.0.0.1, driven the way an operator's script drives them, and judged only
 //! by the `--json` output and exit codes.
-//!
-//! `myraft-node` and `myraft-entrance` belong to other packages of the workspace, so cargo
-//! does not build them for this one: they are taken from next to the `myraft` binary.
-//! `cargo test --workspace` builds them before any test runs; `cargo test -p myraft-tui`
-//! alone does not, and then these tests fail saying so rather than pass without testing.
-//!
-//! Every server is SIGKILLed when its guard drops, so a failing assertion leaves nothing
-//! running; the servers' logs are kept and their directory printed when a test fails.
+//! The processes and their helpers are in `support/`.
 
 #![allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
+
+mod support;
 
 use myraft_wire::api::{ClientOp, ClientResponse, Consistency};
 use myraft_wire::client::{Client, ClientOptions};
 use myraft_wire::ClusterKey;
-use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-/// How long any one awaited change may take. Generous: the machine may be busy with other
-/// builds, and a slow pass is better than a flaky one.
-const POLL_LIMIT: Duration = Duration::from_secs(20);
-const POLL_EVERY: Duration = Duration::from_millis(100);
-
-/// Faster than the defaults so that elections fit a test, still ten heartbeats per election
-/// timeout so that a busy machine does not depose healthy leaders.
-const NODE_TIMING: [&str; 4] = ["--heartbeat-ms", "50", "--election-timeout-ms", "500"];
-/// Down after a second of silence: quick enough for the test, slow enough not to flap.
-const ENTRANCE_TIMING: [&str; 4] = ["--probe-interval-ms", "100", "--down-after-ms", "1000"];
-
-/// A server binary of another package, from the directory cargo put `myraft` in.
-fn server_bin(program: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_myraft")).parent().unwrap();
-    let path = dir
-        .join(program)
-        .with_extension(std::env::consts::EXE_EXTENSION);
-    assert!(
-        path.is_file(),
-        "{program} is not in {}: these tests run the real servers, which belong to other \
-         packages. Build them first with `cargo build --workspace`, or run \
-         `cargo test --workspace`",
-        dir.display()
-    );
-    path
-}
-
-/// Asks `probe` again and again until it says yes, for at most [`POLL_LIMIT`]. The servers
-/// run on their own; their answers are the only thing to wait on. `Err` carries what was
-/// seen last, for the failure message.
-fn poll<T>(what: &str, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let start = Instant::now();
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(last) if start.elapsed() >= POLL_LIMIT => {
-                panic!("{what}: not within {POLL_LIMIT:?}; last seen: {last}")
-            }
-            Err(_) => std::thread::sleep(POLL_EVERY),
-        }
-    }
-}
-
-/// One run of `myraft --json`.
-#[derive(Debug)]
-struct Outcome {
-    code: i32,
-    json: Value,
-    stderr: String,
-}
-
-impl Outcome {
-    fn ok(&self) -> bool {
-        self.code == 0
-    }
-}
-
-fn myraft(entrance: &str, args: &[&str]) -> Outcome {
-    let out = Command::new(env!("CARGO_BIN_EXE_myraft"))
-        .args(["--entrance", entrance, "--json", "--timeout-ms", "2000"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(
-        stdout.lines().count(),
-        1,
-        "myraft {args:?}: exactly one JSON object on stdout, got {stdout:?} (stderr {stderr:?})"
-    );
-    let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!("myraft {args:?}: stdout is not JSON ({e}): {stdout:?} (stderr {stderr:?})")
-    });
-    Outcome {
-        // Only a signal leaves no code; the CLI is never sent one here.
-        code: out.status.code().unwrap(),
-        json,
-        stderr,
-    }
-}
-
-/// A server process, SIGKILLed when dropped.
-struct Proc {
-    program: PathBuf,
-    args: Vec<String>,
-    /// stdout and stderr, appended to across restarts.
-    output: PathBuf,
-    child: Child,
-    exit: Option<ExitStatus>,
-}
-
-impl Proc {
-    fn spawn(program: PathBuf, args: Vec<String>, output: PathBuf) -> Self {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&output)
-            .unwrap();
-        let child = Command::new(&program)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        Self {
-            program,
-            args,
-            output,
-            child,
-            exit: None,
-        }
-    }
-
-    /// The same program with the same flags, on the same data dir and address.
-    fn respawn(&self) -> Self {
-        Self::spawn(self.program.clone(), self.args.clone(), self.output.clone())
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            self.exit = self.child.try_wait().unwrap();
-        }
-        self.exit
-    }
-
-    fn wait_exit(&mut self, what: &str) -> ExitStatus {
-        poll(what, || self.exited().ok_or_else(|| "still running".into()))
-    }
-
-    /// SIGKILL: no goodbye, no flush, as in a power cut.
-    fn kill(&mut self) {
-        if self.exited().is_none() {
-            self.child.kill().unwrap();
-            self.exit = Some(self.child.wait().unwrap());
-        }
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.output).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.exit.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// An entrance without `--auto-approve` and the nodes started so far. Declared so that the
-/// processes are killed before their directory goes.
-struct Cluster {
-    entrance_addr: String,
-    entrance: Proc,
-    nodes: BTreeMap<String, Proc>,
-    ports: BTreeSet<u16>,
-    dir: Option<tempfile::TempDir>,
-}
-
-impl Cluster {
-    /// Starts the entrance and waits until it answers `status`.
-    fn start() -> Self {
-        let entrance_bin = server_bin("myraft-entrance");
-        // Checked now so that a missing node binary is reported before anything runs.
-        server_bin("myraft-node");
-        let dir = tempfile::Builder::new()
-            .prefix("myraft-cluster-test-")
-            .tempdir()
-            .unwrap();
-        let mut ports = BTreeSet::new();
-        let entrance_addr = format!("127.0.0.1:{}", free_port(&mut ports));
-        let mut args = vec![
-            "--listen".to_owned(),
-            entrance_addr.clone(),
-            "--data-dir".to_owned(),
-            dir.path().join("entrance").display().to_string(),
-        ];
-        args.extend(ENTRANCE_TIMING.map(String::from));
-        let entrance = Proc::spawn(entrance_bin, args, dir.path().join("entrance.out"));
-        let cluster = Self {
-            entrance_addr,
-            entrance,
-            nodes: BTreeMap::new(),
-            ports,
-            dir: Some(dir),
-        };
-        poll("the entrance answers `myraft status`", || {
-            let out = cluster.cli(&["status"]);
-            if out.ok() {
-                Ok(())
-            } else {
-                Err(format!("{out:?}"))
-            }
-        });
-        cluster
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.as_ref().unwrap().path().join(name)
-    }
-
-    fn cli(&self, args: &[&str]) -> Outcome {
-        myraft(&self.entrance_addr, args)
-    }
-
-    /// Starts `myraft-node --name NAME` on a new port, with its data in `data_dir` (under
-    /// the cluster's directory), and keeps it as `label`.
-    fn start_node_as(&mut self, label: &str, name: &str, data_dir: &str) {
-        let listen = format!("127.0.0.1:{}", free_port(&mut self.ports));
-        let mut args = vec![
-            "--name".to_owned(),
-            name.to_owned(),
-            "--listen".to_owned(),
-            listen,
-            "--entrance".to_owned(),
-            self.entrance_addr.clone(),
-            "--data-dir".to_owned(),
-            self.path(data_dir).display().to_string(),
-        ];
-        args.extend(NODE_TIMING.map(String::from));
-        let output = self.path(&format!("{label}.out"));
-        let node = Proc::spawn(server_bin("myraft-node"), args, output);
-        self.nodes.insert(label.to_owned(), node);
-    }
-
-    fn start_node(&mut self, name: &str) {
-        self.start_node_as(name, name, name);
-    }
-
-    fn node(&mut self, name: &str) -> &mut Proc {
-        self.nodes
-            .get_mut(name)
-            .unwrap_or_else(|| panic!("no process {name} was started"))
-    }
-
-    fn restart_node(&mut self, name: &str) {
-        let again = self.node(name).respawn();
-        self.nodes.insert(name.to_owned(), again);
-    }
-
-    fn restart_entrance(&mut self) {
-        self.entrance = self.entrance.respawn();
-    }
-
-    /// `myraft status`, or why it failed.
-    fn status(&self) -> Result<Status, String> {
-        let out = self.cli(&["status"]);
-        if out.ok() {
-            Ok(Status(out.json))
-        } else {
-            Err(format!("exit {}: {}", out.code, out.stderr.trim()))
-        }
-    }
-
-    /// Polls `status` until `want` holds of it.
-    fn status_until(&self, what: &str, mut want: impl FnMut(&Status) -> bool) -> Status {
-        poll(what, || match self.status() {
-            Ok(s) if want(&s) => Ok(s),
-            Ok(s) => Err(s.0.to_string()),
-            Err(e) => Err(e),
-        })
-    }
-
-    fn pending_names(&self) -> Result<Vec<String>, String> {
-        let out = self.cli(&["pending"]);
-        if !out.ok() {
-            return Err(format!("exit {}: {}", out.code, out.stderr.trim()));
-        }
-        Ok(out.json["pending"]
-            .as_array()
-            .ok_or_else(|| out.json.to_string())?
-            .iter()
-            .filter_map(|p| p["name"].as_str().map(String::from))
-            .collect())
-    }
-
-    fn approve(&self, name: &str) {
-        let out = self.cli(&["approve", name]);
-        assert_eq!(out.code, 0, "approve {name}: {}", out.stderr);
-        assert_eq!(
-            out.json,
-            json!({"ok": true, "action": "approve", "name": name})
-        );
-    }
-
-    fn put(&self, key: &str, value: &str) -> u64 {
-        let out = self.cli(&["put", key, value]);
-        assert_eq!(out.code, 0, "put {key}: {}", out.stderr);
-        assert_eq!(out.json["key"], json!(key), "{}", out.json);
-        out.json["revision"].as_u64().unwrap()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!(
-                    "server data and logs kept in {} (NAME.out: stdout/stderr, NAME/node.log, \
-                     entrance/entrance.log)",
-                    kept.display()
-                );
-            }
-        }
-    }
-}
-
-/// A UDP port that was free a moment ago and is not handed out yet by this cluster. The
-/// server that gets it binds it a moment later; nothing else on a test machine is likely to
-/// take it in between.
-fn free_port(taken: &mut BTreeSet<u16>) -> u16 {
-    loop {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        if taken.insert(port) {
-            return port;
-        }
-    }
-}
-
-/// The JSON of `myraft status`.
-struct Status(Value);
-
-impl Status {
-    fn leader(&self) -> Option<&str> {
-        self.0["leader"].as_str()
-    }
-
-    fn term(&self) -> u64 {
-        self.0["term"].as_u64().unwrap()
-    }
-
-    fn members(&self) -> &[Value] {
-        self.0["members"].as_array().unwrap()
-    }
-
-    fn names(&self) -> Vec<&str> {
-        self.members()
-            .iter()
-            .map(|m| m["name"].as_str().unwrap())
-            .collect()
-    }
-
-    fn member(&self, name: &str) -> Option<&Value> {
-        self.members().iter().find(|m| m["name"] == json!(name))
-    }
-
-    fn all_up_voters(&self) -> bool {
-        self.members()
-            .iter()
-            .all(|m| m["voter"] == json!(true) && m["health"] == json!("up"))
-    }
-
-    /// Members other than the leader that are up.
-    fn up_followers(&self) -> Vec<String> {
-        self.members()
-            .iter()
-            .filter(|m| m["health"] == json!("up") && m["name"].as_str() != self.leader())
-            .map(|m| m["name"].as_str().unwrap().to_owned())
-            .collect()
-    }
-}
+use serde_json::json;
+use std::time::Duration;
+use support::{myraft, poll, Cluster, Outcome};
 
 #[test]
 fn a_cluster_of_real_processes_through_joins_failures_and_admin_commands() {
@@ -644,4 +264,59 @@ fn garbage_from_the_cli_user_gets_exit_1_and_a_reason() {
     );
     refused(&c.cli(&["node", "nosuch"]), "not_found", "nosuch");
     refused(&c.cli(&["put", "", "v"]), "bad_request", "KEY is empty");
+}
+
+#[test]
+fn myraft_verify_checks_a_live_cluster_and_saves_what_it_saw() {
+    let mut c = Cluster::start();
+    c.admit(&["n1", "n2", "n3"]);
+    let saved = c.path("verify.jsonl");
+    let saved_arg = saved.display().to_string();
+    let out = c.cli(&[
+        "verify",
+        "--duration",
+        "3",
+        "--clients",
+        "4",
+        "--keys",
+        "3",
+        "--save-history",
+        &saved_arg,
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let j = &out.json;
+    assert_eq!(j["linearizable"], json!(true), "{j}");
+    assert_eq!(j["faults"], json!(0), "{j}");
+    // Three keys written and read, and the three reads back at the end among them.
+    assert_eq!(j["keys"], json!(3), "{j}");
+    let (ops, completed) = (j["ops"].as_u64().unwrap(), j["completed"].as_u64().unwrap());
+    assert!(completed >= 3 && completed <= ops, "{j}");
+    assert!(
+        j["message"].as_str().unwrap().starts_with("linearizable"),
+        "{j}"
+    );
+    assert_eq!(j["history_file"], json!(saved_arg), "{j}");
+
+    // The saved history is the one checked: the file form gives the same verdict and counts.
+    let again = c.cli(&["verify", "--history", &saved_arg]);
+    assert_eq!(again.code, 0, "{again:?}");
+    for field in ["ops", "completed", "indeterminate", "keys", "linearizable"] {
+        assert_eq!(
+            again.json[field], j[field],
+            "{field}: {} vs {j}",
+            again.json
+        );
+    }
+    // Its keys are the run's own, under verify/<run>/.
+    let text = std::fs::read_to_string(&saved).unwrap();
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert!(
+        first["key"].as_str().unwrap().starts_with("verify/"),
+        "{first}"
+    );
+
+    // The two forms do not mix.
+    let mixed = c.cli(&["verify", "--history", &saved_arg, "--duration", "1"]);
+    assert_eq!(mixed.code, 1, "{mixed:?}");
+    assert_eq!(mixed.json["error"], json!("bad_request"), "{mixed:?}");
 }

@@ -8,7 +8,8 @@
 //!
 //! - [`render`]: responses to JSON and to text, as pure functions.
 //! - [`bench`]: `myraft bench`.
-//! - `verify` checks a history file with [`crate::verify`]; only its report is here.
+//! - `verify` runs [`crate::verify::live`]'s workload or reads a history file, and checks
+//!   it with [`crate::verify`]; only its report is here.
 //! - `local` lives in [`crate::local`], shared with the console.
 
 pub mod bench;
@@ -114,7 +115,9 @@ pub enum Command {
     Local(LocalArgs),
     /// Measure throughput and latency with concurrent clients.
     Bench(bench::BenchArgs),
-    /// Check a recorded history for linearizability; exits 1 unless it is linearizable.
+    /// Run a register workload against the cluster and check what the clients saw for
+    /// linearizability, or check a recorded history (--history); exits 1 unless it is
+    /// linearizable.
     Verify(VerifyArgs),
 }
 
@@ -133,14 +136,33 @@ pub struct LocalArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The history: MyRaft's JSON lines, Jepsen EDN or a Jepsen log, told apart by their
-    /// first line (the formats are described in myraft_tui::verify).
-    #[arg(long, value_name = "FILE")]
-    pub history: PathBuf,
-    /// Give up after this many seconds, with the verdict unknown rather than a guess.
+    /// Check this recorded history instead of running a workload: MyRaft's JSON lines,
+    /// Jepsen EDN or a Jepsen log, told apart by their first line (the formats are
+    /// described in myraft_tui::verify).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["duration", "clients", "keys", "save_history"])]
+    pub history: Option<PathBuf>,
+    /// Give up checking after this many seconds, with the verdict unknown rather than a
+    /// guess.
     #[arg(long, value_name = "S", default_value_t = 60)]
     pub budget_s: u64,
+    /// Run the workload against the cluster for S seconds (fractions allowed).
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub duration: f64,
+    /// Concurrent clients, each with its own client id and session.
+    #[arg(long, value_name = "C", default_value_t = 4)]
+    pub clients: usize,
+    /// Keys the clients read and write (under a prefix of the run's own).
+    #[arg(long, value_name = "K", default_value_t = 8)]
+    pub keys: u64,
+    /// Write the recorded history (JSON lines) to F; without it, the history is written to a
+    /// temporary file only when it is not linearizable.
+    #[arg(long, value_name = "F")]
+    pub save_history: Option<PathBuf>,
 }
+
+/// The longest `verify --duration`: a day, and small enough that the deadline cannot
+/// overflow the clock.
+const MAX_VERIFY_S: f64 = 86_400.0;
 
 /// Why a command failed: a stable code for `--json` and a message that says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -460,7 +482,7 @@ async fn execute(cli: Cli) -> Result<Option<Report>, CliError> {
             return Ok(None);
         }
         Command::Bench(args) => return bench::run(&cli, args).await.map(Some),
-        Command::Verify(args) => return verify(args).map(Some),
+        Command::Verify(args) => return verify(&cli, args).await.map(Some),
         _ => {}
     }
     let Some(op) = build_op(&cli.command, cli.hex)? else {
@@ -507,20 +529,108 @@ fn keygen(file: &std::path::Path) -> Result<Report, CliError> {
 
 /// `myraft verify --history FILE`: reads, checks and reports; the verdict decides the exit
 /// code (the report's `failed`), a file that cannot be read or parsed is a bad request.
-fn verify(args: &VerifyArgs) -> Result<Report, CliError> {
+/// Without `--history`, [`verify_live`].
+async fn verify(cli: &Cli, args: &VerifyArgs) -> Result<Report, CliError> {
     if args.budget_s == 0 {
         return Err(CliError::bad_request(
             "--budget-s must be at least 1 (seconds); the default is 60",
         ));
     }
-    let path = args.history.display().to_string();
-    let text = std::fs::read_to_string(&args.history)
+    let budget = Duration::from_secs(args.budget_s);
+    let Some(file) = &args.history else {
+        return verify_live(cli, args, budget).await;
+    };
+    let path = file.display().to_string();
+    let text = std::fs::read_to_string(file)
         .map_err(|e| CliError::bad_request(format!("cannot read the history file {path}: {e}")))?;
     let history = crate::verify::parse(&text)
         .map_err(|e| CliError::bad_request(format!("{path}, {e}: fix or remove that line")))?;
-    let budget = Duration::from_secs(args.budget_s);
     let checked = crate::verify::check(&history, budget);
-    Ok(render::verify(&history, &checked, budget))
+    Ok(render::verify(&history, &checked, budget, 0))
+}
+
+/// `myraft verify [--duration S] [--clients C] [--keys K]`: runs the register workload of
+/// [`crate::verify::live`] against the cluster, reads every key back, checks the history.
+async fn verify_live(cli: &Cli, args: &VerifyArgs, budget: Duration) -> Result<Report, CliError> {
+    use crate::verify::live::{Workload, WorkloadOptions};
+    if !(args.duration > 0.0 && args.duration <= MAX_VERIFY_S) {
+        return Err(CliError::bad_request(format!(
+            "--duration must be a number of seconds above 0 and at most {MAX_VERIFY_S}"
+        )));
+    }
+    if args.clients == 0 || args.clients > 1_000 {
+        return Err(CliError::bad_request(
+            "--clients must be between 1 and 1000",
+        ));
+    }
+    if args.keys == 0 || args.keys > 100_000 {
+        return Err(CliError::bad_request("--keys must be between 1 and 100000"));
+    }
+    let ctx = Context::from_cli(cli)?;
+    let opts = WorkloadOptions::new(args.clients, args.keys, ctx.opts.clone());
+    let prefix = opts.prefix.clone();
+    let mut workload = Workload::start(ctx.entrances.clone(), ctx.key.clone(), opts)
+        .map_err(|e| CliError::io(format!("cannot start the clients: {e}")))?;
+    if !cli.json {
+        eprintln!(
+            "myraft: {} clients on {} keys under {prefix} for {} s",
+            args.clients, args.keys, args.duration
+        );
+    }
+    tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+    workload.stop().await;
+    let unread = workload
+        .read_back(ctx.opts.timeout)
+        .await
+        .map_err(|e| CliError::io(format!("cannot start a client: {e}")))?;
+    let text = workload.history_text();
+    let history = workload.history().map_err(|e| {
+        CliError::new(
+            "internal",
+            format!("the recorded history does not parse ({e}); this is a bug in myraft"),
+        )
+    })?;
+    if history.completed() == 0 {
+        return Err(CliError::new(
+            "timeout",
+            format!(
+                "no operation completed in {} s: is the cluster up? `myraft status` shows it",
+                args.duration
+            ),
+        ));
+    }
+    let checked = crate::verify::check(&history, budget);
+    let mut report = render::verify(&history, &checked, budget, 0);
+    let saved = match &args.save_history {
+        Some(path) => Some(path.clone()),
+        None if report.failed => Some(std::env::temp_dir().join(format!(
+            "myraft-verify-{}.jsonl",
+            crate::verify::live::run_id()
+        ))),
+        None => None,
+    };
+    let mut notes = Vec::new();
+    if let Some(path) = saved {
+        let shown = path.display().to_string();
+        std::fs::write(&path, &text)
+            .map_err(|e| CliError::io(format!("cannot write the history to {shown}: {e}")))?;
+        report.json["history_file"] = serde_json::json!(shown);
+        notes.push(format!(
+            "myraft: history written to {shown} (`myraft verify --history {shown}` checks it again)"
+        ));
+    }
+    if !unread.is_empty() {
+        report.json["unread_keys"] = serde_json::json!(unread.len());
+        notes.push(format!(
+            "myraft: {} key(s) could not be read back at the end, e.g. {}",
+            unread.len(),
+            unread[0]
+        ));
+    }
+    if !notes.is_empty() {
+        report.note = Some(notes.join("\n"));
+    }
+    Ok(report)
 }
 
 fn local_error(e: LocalError) -> CliError {

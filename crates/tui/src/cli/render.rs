@@ -447,7 +447,13 @@ const WINDOW_LINES: usize = 10;
 
 /// `myraft verify`'s report: the verdict in one line (`message`), and for a violation the
 /// window where it shows, the last operations that took effect and those pending then.
-pub fn verify(history: &History, checked: &Checked, budget: std::time::Duration) -> Report {
+/// `faults` is what a test that drove the run injected (0 for the command itself).
+pub fn verify(
+    history: &History,
+    checked: &Checked,
+    budget: std::time::Duration,
+    faults: u64,
+) -> Report {
     let keys = history.keys();
     let register = keys == [""];
     let on = |key: &str| {
@@ -537,7 +543,7 @@ pub fn verify(history: &History, checked: &Checked, budget: std::time::Duration)
         "completed": history.completed(),
         "indeterminate": history.indeterminate(),
         "keys": keys.len(),
-        "faults": 0,
+        "faults": faults,
         "linearizable": linearizable,
         "elapsed_s": (checked.elapsed.as_secs_f64() * 1e3).round() / 1e3,
         "message": message,

@@ -72,8 +72,11 @@
 //! - [`model`]: the sequential model, [`model::KeyModel`].
 //! - [`checker`]: the search over one key.
 //! - [`parse`](mod@parse): the three formats.
+//! - [`live`]: a workload against a running cluster that records such a history
+//!   (`myraft verify` without `--history`, and the fault tests).
 
 pub mod checker;
+pub mod live;
 pub mod model;
 pub mod parse;
 
