@@ -297,3 +297,44 @@ async fn leader_killed_then_restarted_loses_no_acknowledged_write() {
         "the restarted node never applied the writes it missed"
     );
 }
+
+/// Waits until the node at `addr` answers a probe: it runs and its socket is bound.
+async fn answers_probes(cl: &mut TestClient, addr: SocketAddr) {
+    for _ in 0..40 {
+        if cl.probe(addr).await.is_some() {
+            return;
+        }
+    }
+    panic!("{addr} answers no probe");
+}
+
+/// A `StopNode` recorded off the wire and sent again after the node restarted must not
+/// stop it a second time: the restarted node refuses every id minted before it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_stop_node_does_not_stop_the_restarted_node() {
+    let mut c = Cluster::start(3).await;
+    let mut cl = client(12, c.addrs()).await;
+    let n2 = c.nodes[&2].addr;
+    let stop = ClientOp::StopNode {
+        target: myraft_wire::api::StopTarget::Node { name: "n2".into() },
+    };
+    answers_probes(&mut cl, n2).await;
+    let recorded = cl.encode(CLUSTER, stop, &ClusterKey::lab_default());
+    cl.send_raw(n2, &recorded).await;
+    let task = c.nodes.get_mut(&2).unwrap().task.take().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("the genuine StopNode stops n2")
+        .unwrap();
+
+    c.boot(2);
+    answers_probes(&mut cl, n2).await;
+    cl.send_raw(n2, &recorded).await;
+    // One socket, read in order: once the probe after it is answered, the replay was judged.
+    assert!(cl.probe(n2).await.is_some(), "n2 stopped answering");
+    assert!(
+        !c.nodes[&2].stop.is_cancelled(),
+        "the recorded StopNode stopped the restarted node"
+    );
+    c.kill(2).await;
+}
