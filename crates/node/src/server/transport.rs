@@ -116,6 +116,12 @@ pub struct Transport {
     buf: Vec<u8>,
 }
 
+// A client's request replayed after its session expired would be applied as new, rolling
+// its key back to an old value; freshness must refuse it long before the session can expire.
+const _: () = assert!(
+    crate::state_machine::DEFAULT_SESSION_TIMEOUT_MS > 10 * myraft_wire::replay::MAX_AGE_MS
+);
+
 /// How often senders whose ids all went stale are forgotten.
 const PRUNE_EVERY_MS: u64 = 10_000;
 /// At most one warning about a peer's clock in this time: a skewed peer sends many.

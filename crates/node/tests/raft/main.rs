@@ -7,5 +7,6 @@
 mod arbitrary;
 mod handlers;
 mod harness;
+mod invariants;
 mod scenarios;
 mod sweep;
