@@ -23,7 +23,10 @@ const FORMAT: u32 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot {action} {path}: {source}")]
+    #[error(
+        "cannot {action} {path}: {source}; {}",
+        myraft_wire::util::io_advice(source)
+    )]
     Io {
         action: &'static str,
         path: PathBuf,

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     /// The dir or its lock file could not be created, opened or locked.
-    #[error("cannot {op} {}: {source}; check the data dir's permissions", path.display())]
+    #[error("cannot {op} {}: {source}; {}", path.display(), io_advice(source))]
     Io {
         /// What was being done.
         op: &'static str,
@@ -144,23 +144,113 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// What an operator should do about a failed file operation in a data dir, by its kind: a
+/// full or read-only file system and a permission problem each have their own remedy.
+pub fn io_advice(e: &io::Error) -> &'static str {
+    match e.kind() {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+            "the file system is full: free space on it (or move the data dir to a larger one), \
+             then start the process again; what was written before is kept"
+        }
+        io::ErrorKind::ReadOnlyFilesystem => {
+            "the file system is read-only: remount it read-write or choose a data dir on a \
+             writable one"
+        }
+        io::ErrorKind::PermissionDenied => {
+            "this user may not write there: fix the data dir's owner or permissions, or \
+             choose another"
+        }
+        _ => "check the disk and the data dir's permissions",
+    }
+}
+
 /// Sends the `tracing` log of this process to `path` (appended, created with its dir if
 /// missing), at the level `RUST_LOG` asks for, `info` by default. Plain text: the file is
 /// read with `less` and `grep`, not a terminal.
+///
+/// A log line that cannot be written (the disk is full) is dropped, not retried and not
+/// fatal: the process says so on stderr once, with the reason, and again with the number
+/// lost once lines can be written again. `program` prefixes those notices; `None` keeps
+/// them off stderr (the console's terminal is its screen) and leaves the count to
+/// [`lost_log_lines`].
 #[cfg(feature = "logging")]
-pub fn log_to_file(path: &Path) -> io::Result<()> {
+pub fn log_to_file(path: &Path, program: Option<&'static str>) -> io::Result<()> {
     use tracing_subscriber::EnvFilter;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = LogFile {
+        file,
+        path: path.to_owned(),
+        program,
+        lost: 0,
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
+        .with_writer(std::sync::Mutex::new(writer))
         .init();
     Ok(())
+}
+
+/// Log lines [`log_to_file`] could not write, in this process so far.
+pub fn lost_log_lines() -> u64 {
+    LOST_LOG_LINES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static LOST_LOG_LINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The log file behind [`log_to_file`]: drops lines it cannot write, and says so.
+#[cfg(any(test, feature = "logging"))]
+struct LogFile<W> {
+    file: W,
+    path: PathBuf,
+    program: Option<&'static str>,
+    /// Lines dropped since the last one written.
+    lost: u64,
+}
+
+#[cfg(any(test, feature = "logging"))]
+impl<W: Write> Write for LogFile<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self.file.write_all(buf) {
+            Ok(()) => {
+                if let (Some(program), true) = (self.program, self.lost > 0) {
+                    eprintln!(
+                        "{program}: the log {} is written again; {} lines were lost",
+                        self.path.display(),
+                        self.lost
+                    );
+                }
+                self.lost = 0;
+            }
+            Err(e) => {
+                if let (Some(program), 0) = (self.program, self.lost) {
+                    eprintln!(
+                        "{program}: warning: cannot write the log {}: {e}; log lines are \
+                         dropped until it can be written again",
+                        self.path.display(),
+                    );
+                }
+                self.lost += 1;
+                LOST_LOG_LINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Nothing is buffered here; a failed flush of the file is a failed write, reported
+        // with the next line.
+        let _ = self.file.flush();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +272,55 @@ mod tests {
         drop(held);
         DataDirLock::acquire(&dir, "LOCK", "myraft-node").unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A writer that fails while `full` is set, as a file on a full disk does.
+    struct Disk {
+        full: bool,
+        written: Vec<u8>,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.full {
+                return Err(io::ErrorKind::StorageFull.into());
+            }
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn log_lines_that_cannot_be_written_are_counted_and_dropped_not_fatal() {
+        let mut log = LogFile {
+            file: Disk {
+                full: false,
+                written: Vec::new(),
+            },
+            path: PathBuf::from("node.log"),
+            program: Some("test"),
+            lost: 0,
+        };
+        log.write_all(b"a\n").unwrap();
+        log.file.full = true;
+        log.write_all(b"b\n").unwrap();
+        log.write_all(b"c\n").unwrap();
+        assert_eq!(log.lost, 2);
+        log.file.full = false;
+        log.write_all(b"d\n").unwrap();
+        assert_eq!(log.lost, 0);
+        assert_eq!(log.file.written, b"a\nd\n");
+    }
+
+    #[test]
+    fn io_advice_names_the_remedy_for_a_full_or_read_only_disk() {
+        assert!(io_advice(&io::ErrorKind::StorageFull.into()).contains("free space"));
+        assert!(io_advice(&io::ErrorKind::ReadOnlyFilesystem.into()).contains("read-only"));
+        assert!(io_advice(&io::ErrorKind::PermissionDenied.into()).contains("permissions"));
+        assert!(io_advice(&io::ErrorKind::Other.into()).contains("check the disk"));
     }
 
     #[test]

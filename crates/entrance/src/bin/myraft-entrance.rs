@@ -90,8 +90,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Refused here too, before anything is written to the data dir.
     config.validate()?;
     let log = args.data_dir.join("entrance.log");
-    myraft_wire::util::log_to_file(&log)
-        .with_context(|| format!("cannot open the log file {}", log.display()))?;
+    myraft_wire::util::log_to_file(&log, Some("myraft-entrance")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the log file {}: {e}; {}",
+            log.display(),
+            myraft_wire::util::io_advice(&e)
+        )
+    })?;
 
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone())?;

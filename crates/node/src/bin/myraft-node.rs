@@ -116,8 +116,13 @@ fn run_node(args: Args) -> anyhow::Result<()> {
     // Refused here too, before anything is written to the data dir.
     cfg.validate()?;
     let log_path = args.data_dir.join("node.log");
-    myraft_wire::util::log_to_file(&log_path)
-        .with_context(|| format!("cannot open the log file {}", log_path.display()))?;
+    myraft_wire::util::log_to_file(&log_path, Some("myraft-node")).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the log file {}: {e}; {}",
+            log_path.display(),
+            myraft_wire::util::io_advice(&e)
+        )
+    })?;
 
     eprintln!(
         "myraft-node {} on {listen}, data in {}, log in {}",
@@ -142,7 +147,7 @@ fn run_node(args: Args) -> anyhow::Result<()> {
         });
         run(cfg, shutdown).await
     })
-    .context("myraft-node stopped with an error")?;
+    .context("stopped with an error")?;
     eprintln!("myraft-node {} stopped", args.name);
     Ok(())
 }

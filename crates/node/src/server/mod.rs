@@ -89,7 +89,7 @@ use std::path::{Path, PathBuf};
 pub enum ServerError {
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("cannot {op} {}: {source}", path.display())]
+    #[error("cannot {op} {}: {source}; {}", path.display(), myraft_wire::util::io_advice(source))]
     Io {
         op: &'static str,
         path: PathBuf,

@@ -111,7 +111,7 @@ pub trait Storage {
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The operating system refused an operation: disk full, permission denied, I/O error.
-    #[error("cannot {op} {}: {source}; check the disk and the data dir's permissions", path.display())]
+    #[error("cannot {op} {}: {source}; {}", path.display(), myraft_wire::util::io_advice(source))]
     Io {
         path: PathBuf,
         op: &'static str,

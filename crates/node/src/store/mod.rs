@@ -110,13 +110,25 @@ impl Default for StoreConfig {
     }
 }
 
+/// What to do about a failed state store operation: for a failed file operation what
+/// [`myraft_wire::util::io_advice`] says; otherwise the store may be damaged.
+fn db_advice(e: &redb::Error) -> &'static str {
+    let io = match e {
+        redb::Error::Io(io) => Some(io),
+        _ => None,
+    };
+    match io {
+        Some(io) if io.kind() != std::io::ErrorKind::Other => myraft_wire::util::io_advice(io),
+        _ => {
+            "check the disk, or remove the data dir and let the node rejoin and catch up from \
+             its peers"
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "state store {}: {source}; check the disk, or remove the data dir and let the node \
-         rejoin and catch up from its peers",
-        path.display()
-    )]
+    #[error("state store {}: {source}; {}", path.display(), db_advice(source))]
     Db {
         path: PathBuf,
         #[source]

@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let log = console::log_path();
     // The terminal belongs to the screen; anything printed there would tear it.
-    myraft_wire::util::log_to_file(&log)
+    myraft_wire::util::log_to_file(&log, None)
         .with_context(|| format!("opening the log file {}", log.display()))?;
     tracing::info!(log = %log.display(), "myraft-tui starting");
     let target = match args.local {
@@ -53,6 +53,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let result = console::main(target, args.key_file.as_deref()).await;
     if let Err(e) = &result {
         tracing::error!(error = %myraft_wire::util::describe(e.as_ref()), "myraft-tui failed");
+    }
+    // Said now that the terminal is restored; while the screen was up, it could not be.
+    let lost = myraft_wire::util::lost_log_lines();
+    if lost > 0 {
+        eprintln!(
+            "myraft-tui: warning: {lost} log lines could not be written to {} (is its disk \
+             full?)",
+            log.display()
+        );
     }
     result
 }
