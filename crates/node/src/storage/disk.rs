@@ -60,6 +60,7 @@ use super::log::MemLog;
 use super::record::{self, Checkpoint, Record, RecordRef};
 use super::vfs::{OpenMode, OsFs, Vfs, VfsFile};
 use super::{Storage, StorageError};
+use crate::raft::{MAX_INDEX, MAX_TERM};
 use myraft_wire::raft::{Entry, HardState, Index, Snapshot, SnapshotMeta, Term};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -274,9 +275,42 @@ fn read_snapshot_file(vfs: &dyn Vfs, path: &Path) -> Result<Option<Snapshot>, St
             ),
         ));
     }
-    rmp_serde::from_slice(payload)
-        .map(Some)
-        .map_err(|e| corrupt(path, SNAPSHOT_HEADER_LEN as u64, e.to_string()))
+    let snap: Snapshot = rmp_serde::from_slice(payload)
+        .map_err(|e| corrupt(path, SNAPSHOT_HEADER_LEN as u64, e.to_string()))?;
+    if snap.meta.last_index > MAX_INDEX || snap.meta.last_term > MAX_TERM {
+        return Err(corrupt(
+            path,
+            SNAPSHOT_HEADER_LEN as u64,
+            format!(
+                "snapshot at index {} term {} is past the largest a log holds",
+                snap.meta.last_index, snap.meta.last_term
+            ),
+        ));
+    }
+    Ok(Some(snap))
+}
+
+/// Whether every index and term in `rec` is one a log can reach ([`MAX_INDEX`],
+/// [`MAX_TERM`], which the Raft core never passes). The log computes `index + 1` (the next
+/// entry, the first after the base), which must not wrap: a record beyond them, however
+/// well its checksum matches, is damage, not a log.
+fn within_bounds(rec: &Record) -> bool {
+    let index = |i: Index| i <= MAX_INDEX;
+    let term = |t: Term| t <= MAX_TERM;
+    let hard_state = |hs: &HardState| term(hs.term) && index(hs.commit);
+    match rec {
+        Record::Checkpoint(c) => {
+            index(c.base_index)
+                && term(c.base_term)
+                && index(c.last_index)
+                && term(c.last_term)
+                && hard_state(&c.hard_state)
+        }
+        Record::Entry(e) => index(e.index) && term(e.term),
+        Record::TruncateSuffix { from } => index(*from),
+        Record::HardState(hs) => hard_state(hs),
+        Record::SetBase { index: i, term: t } => index(*i) && term(*t),
+    }
 }
 
 /// Rebuilt state after replaying the segments.
@@ -334,6 +368,11 @@ fn replay(vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed, StorageError> {
             };
             let at = offset as u64;
             let bad = |reason: String| corrupt(&path, at, reason);
+            if !within_bounds(&rec) {
+                return Err(bad(format!(
+                    "a record with an index past {MAX_INDEX} or a term past {MAX_TERM}"
+                )));
+            }
             match (offset, rec) {
                 (0, Record::Checkpoint(c)) => {
                     if i == 0 {
