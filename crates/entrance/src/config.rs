@@ -51,6 +51,12 @@ pub enum ConfigError {
     /// The entrance would give up on a node before it could answer.
     #[error("the request timeout must be at least 1 ms")]
     RequestTimeout,
+    /// The data dir names something that is not a directory.
+    #[error(
+        "--data-dir {} is not a directory; name a directory (it is created if missing)",
+        .0.display()
+    )]
+    DataDirNotADir(PathBuf),
 }
 
 impl Config {
@@ -69,6 +75,9 @@ impl Config {
         }
         if self.request_timeout.is_zero() {
             return Err(ConfigError::RequestTimeout);
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(ConfigError::DataDirNotADir(self.data_dir.clone()));
         }
         Ok(())
     }
@@ -95,6 +104,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -111,5 +121,9 @@ mod tests {
         let mut c = config();
         c.request_timeout = Duration::ZERO;
         assert_eq!(c.validate(), Err(ConfigError::RequestTimeout));
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut c = config();
+        c.data_dir = file.path().to_owned();
+        assert!(matches!(c.validate(), Err(ConfigError::DataDirNotADir(_))));
     }
 }

@@ -78,6 +78,15 @@ pub enum KeyError {
         #[source]
         source: io::Error,
     },
+    /// The file is not UTF-8 text: a binary file, or the wrong file.
+    #[error(
+        "key file {path} is not text; expected one line of 64 hex digits, as `myraft keygen` \
+         writes"
+    )]
+    NotText {
+        /// The key file.
+        path: PathBuf,
+    },
     /// The file holds nothing but comments and blank lines.
     #[error("key file {path} holds no key; expected one line of 64 hex digits")]
     Empty {
@@ -214,6 +223,10 @@ impl ClusterKey {
                 KeyError::Missing {
                     path: path.to_owned(),
                 }
+            } else if source.kind() == io::ErrorKind::InvalidData {
+                KeyError::NotText {
+                    path: path.to_owned(),
+                }
             } else {
                 io_error("read", path, source)
             }
@@ -344,6 +357,18 @@ mod tests {
         ));
         // Multi-byte UTF-8 must not split a character or panic.
         assert!(ClusterKey::from_hex("éé").is_err());
+    }
+
+    #[test]
+    fn a_binary_file_or_a_directory_is_a_clear_error() {
+        let dir = TempDir::new("binary");
+        let path = dir.0.join("bin.key");
+        std::fs::write(&path, [0xff, 0xfe, 0x00, 0x80]).unwrap();
+        let err = ClusterKey::from_file(&path).err().unwrap();
+        assert!(matches!(err, KeyError::NotText { .. }), "{err}");
+        assert!(err.to_string().contains("myraft keygen"), "{err}");
+        let err = ClusterKey::from_file(&dir.0).err().unwrap().to_string();
+        assert!(err.contains("cannot read key file"), "{err}");
     }
 
     #[test]

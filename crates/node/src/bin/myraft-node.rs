@@ -90,6 +90,20 @@ fn run_node(args: Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let key = ClusterKey::load(args.key_file.as_deref(), "myraft-node")
         .context("cannot load --key-file")?;
+    // Said in the flags' own terms here; `NodeConfig::validate` speaks of ticks.
+    if args.heartbeat_ms < 2 {
+        anyhow::bail!(
+            "--heartbeat-ms must be at least 2; got {}",
+            args.heartbeat_ms
+        );
+    }
+    if args.election_timeout_ms < 2 * args.heartbeat_ms {
+        anyhow::bail!(
+            "--election-timeout-ms must be at least twice --heartbeat-ms; got {} and {}",
+            args.election_timeout_ms,
+            args.heartbeat_ms
+        );
+    }
     // A tick is half a heartbeat, so heartbeats go out every two ticks.
     let tick = Duration::from_millis(args.heartbeat_ms / 2);
     let timing = Timing {

@@ -87,6 +87,12 @@ pub enum ConfigError {
     /// The node has no name.
     #[error("--name must not be empty")]
     EmptyName,
+    /// The data dir names something that is not a directory.
+    #[error(
+        "--data-dir {} is not a directory; name a directory (it is created if missing)",
+        .0.display()
+    )]
+    DataDirNotADir(std::path::PathBuf),
     /// The tick is zero, there is no heartbeat, or elections are too quick for heartbeats.
     #[error(
         "--election-timeout-ms must be at least twice --heartbeat-ms (and the heartbeat at \
@@ -160,6 +166,9 @@ impl NodeConfig {
         if self.name.trim().is_empty() {
             return Err(ConfigError::EmptyName);
         }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return Err(ConfigError::DataDirNotADir(self.data_dir.clone()));
+        }
         let t = self.timing;
         if t.tick.is_zero() || t.heartbeat_ticks == 0 || t.election_ticks < 2 * t.heartbeat_ticks {
             return Err(ConfigError::Timing {
@@ -195,6 +204,7 @@ pub fn system_clock_us() -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // A failed unwrap is a failed test.
 mod tests {
     use super::*;
 
@@ -242,5 +252,10 @@ mod tests {
             c.sync_interval = interval;
             assert_eq!(c.validate(), Err(ConfigError::SyncInterval));
         }
+
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let mut c = config();
+        c.data_dir = file.path().to_owned();
+        assert!(matches!(c.validate(), Err(ConfigError::DataDirNotADir(_))));
     }
 }
