@@ -7,6 +7,7 @@
 
 mod support;
 
+use myraft_node::server::identity::Identity;
 use myraft_node::server::{bootstrap_static, run_with_socket};
 use myraft_wire::api::{ClientError, ClientOp, ClientResponse, StopTarget};
 use std::cell::RefCell;
@@ -338,5 +339,75 @@ fn removing_the_leader_leaves_no_election_timeout_without_one() {
             },
             |_, _| Ok(()),
         )
+    });
+}
+
+/// A node added to a running cluster catches up through the leader's log from its start,
+/// configurations from before it existed included: applying one that does not list it is
+/// history, not its removal. The log reaches it in many AppendEntries (each a datagram), so
+/// for a while its log ends at such a configuration, committed; it used to stop there,
+/// "removed from the cluster", before it ever learned that it had been added.
+#[test]
+fn a_new_member_catching_up_through_older_configurations_keeps_running() {
+    const NEWCOMER: u64 = 4;
+    for_each_seed(|seed| {
+        let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut sim = support::sim_builder(seed, Duration::from_secs(120)).build();
+        for (i, name) in NODES.into_iter().enumerate() {
+            let dir = tmp.path().join(name);
+            sim.host(name, move || node(seed, i, dir.clone(), None));
+        }
+        // As the entrance's acceptance leaves a new node: an identity, an empty log.
+        let dir = tmp.path().join("n4");
+        sim.host("n4", move || {
+            let dir = dir.clone();
+            async move {
+                std::fs::create_dir_all(&dir)?;
+                Identity {
+                    cluster_id: CLUSTER,
+                    node_id: NEWCOMER,
+                    name: "n4".into(),
+                }
+                .store(&dir)?;
+                let cfg = node_config(seed, NEWCOMER, "n4", dir);
+                run_with_socket(cfg, bind().await?, CancellationToken::new()).await?;
+                Ok(())
+            }
+        });
+        sim.client("client", async move {
+            let mut c = client(CLUSTER, NODES.iter().map(|n| node_addr(n)).collect()).await;
+            // Far more than one datagram of entries after the founding configuration.
+            let value = "v".repeat(100);
+            for i in 0..100 {
+                c.call(0x100, i + 1, &put_op(&format!("k{i}"), &value))
+                    .await?;
+            }
+            let add = ClientOp::AddMember {
+                id: NEWCOMER,
+                name: "n4".into(),
+                addr: node_addr("n4").to_string(),
+            };
+            match c.call(0x200, 1, &add).await? {
+                (ClientResponse::Done, _) => {}
+                (other, _) => return Err(format!("AddMember answered {other:?}").into()),
+            }
+            // Caught up: it has applied the last write.
+            loop {
+                let got = c.stale_get(node_addr("n4"), "k99").await;
+                if got.is_some_and(|g| g.found) {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        loop {
+            let done = sim.step().map_err(|e| e.to_string())?;
+            if !sim.is_host_running("n4") {
+                return Err("n4 stopped while catching up".into());
+            }
+            if done {
+                return Ok(());
+            }
+        }
     });
 }

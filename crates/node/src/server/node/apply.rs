@@ -202,8 +202,13 @@ impl Node {
 
     fn on_applied(&mut self, a: Applied) {
         if let AppliedKind::Config(m) = &a.what {
+            // Removed means dropped by this configuration from the one applied before. A
+            // new member catching up through the log applies configurations from before it
+            // was added, none of which holds it: history, not its removal.
+            let was_member = self.applied_membership.contains(self.raft.id());
             self.on_config_applied(m);
-            if !m.contains(self.raft.id())
+            if was_member
+                && !m.contains(self.raft.id())
                 && self.raft.membership_committed()
                 && self.raft.membership() == m
             {
