@@ -1,10 +1,11 @@
-//! The real node on a data dir that cannot take what it must write: a file system that
-//! fills up while it serves, and one mounted read-only. Each is a small tmpfs this test
-//! mounts itself, which needs root (CAP_SYS_ADMIN): without it the tests say so and check
-//! nothing.
+//! The real node on a data dir that cannot take what it must write, or holds what it
+//! cannot trust: a file system that fills up while it serves and one mounted read-only
+//! (each a small tmpfs the test mounts itself, which needs root, CAP_SYS_ADMIN: without it
+//! those tests say so and check nothing), and a damaged state store or log.
 //!
-//! Checked: the node stops with an error that names the remedy, never a panic; nothing it
-//! acknowledged is lost; given space again, it restarts on its data dir and serves.
+//! Checked: the node stops, or refuses to start, with an error that names the remedy, never
+//! a panic; it changes nothing it cannot trust; nothing it acknowledged is lost; given space
+//! again, it restarts on its data dir and serves.
 #![allow(clippy::unwrap_used)]
 
 use myraft_node::server::{bootstrap_static, run, NodeConfig, Timing};
@@ -195,5 +196,86 @@ async fn a_read_only_data_dir_is_refused_with_advice() {
     assert!(
         said.contains("read-only") && said.contains("remount it read-write"),
         "{said}"
+    );
+}
+
+/// A one-node cluster on `dir` that acknowledged `writes` puts, then stopped cleanly.
+async fn served(dir: &Path, addr: SocketAddr, writes: u64) {
+    found(dir, addr);
+    let stop = CancellationToken::new();
+    let node = tokio::spawn(run(config(dir, addr), stop.clone()));
+    let mut cl = TestClient::bind(CLUSTER, vec![addr]).await;
+    for i in 0..writes {
+        let op = put(&format!("k{i}"), &format!("value {i}"));
+        let done = cl
+            .call_within(cl.id, i + 1, &op, Duration::from_secs(10))
+            .await;
+        assert!(matches!(done, Ok((ClientResponse::Put(_), _))), "{done:?}");
+    }
+    stop.cancel();
+    node.await.unwrap().unwrap();
+}
+
+/// Flips one byte of `file` in the middle, and returns the damaged contents.
+fn damage(file: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x5a;
+    std::fs::write(file, &bytes).unwrap();
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_state_store_is_refused_with_advice_and_left_as_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    let addr = free_addr();
+    served(&dir, addr, 20).await;
+    let store = dir.join("state.redb");
+    let mut bytes = std::fs::read(&store).unwrap();
+    // The header: what redb checks first.
+    bytes[..64].fill(0xee);
+    std::fs::write(&store, &bytes).unwrap();
+    let err = run(config(&dir, addr), CancellationToken::new())
+        .await
+        .expect_err("a node must not start on a damaged store");
+    let said = myraft_wire::util::describe(&err);
+    assert!(
+        said.contains("state.redb") && said.contains("remove the data dir"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(&store).unwrap(),
+        bytes,
+        "the store was changed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_log_is_refused_with_advice_and_left_as_it_is() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("n1");
+    let addr = free_addr();
+    served(&dir, addr, 200).await;
+    let wal = dir.join("raft").join("wal");
+    let segment = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .min()
+        .expect("a log segment");
+    let damaged = damage(&segment);
+    let err = run(config(&dir, addr), CancellationToken::new())
+        .await
+        .expect_err("a node must not start on a damaged log");
+    let said = myraft_wire::util::describe(&err);
+    assert!(
+        said.contains("corrupt data in") && said.contains("restore the data dir from a backup"),
+        "{said}"
+    );
+    assert_eq!(
+        std::fs::read(&segment).unwrap(),
+        damaged,
+        "the log was changed"
     );
 }
