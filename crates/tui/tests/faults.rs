@@ -22,9 +22,11 @@
 //! those reads included, must be linearizable; so every acknowledged write is readable or
 //! overwritten by a write the history allows.
 //!
-//! Every fault kind is injected once per scenario, in an order drawn from the seed; with
-//! `MYRAFT_SOAK_S=S`, random faults (the leader's more often) go on until S seconds have
-//! passed. The seed is `MYRAFT_SEED` or random, and is printed first; a failing run prints
+//! Every fault kind is injected once per scenario, in an order drawn from the seed, and
+//! then the faults of processes and links once more, each on a network that loses 10 % of
+//! the datagrams and duplicates and reorders some (`under_loss`); with `MYRAFT_SOAK_S=S`,
+//! random faults (the leader's more often, a third of them under loss) go on until S
+//! seconds have passed. The seed is `MYRAFT_SEED` or random, and is printed first; a failing run prints
 //! it again with the history file and the servers' logs, which it keeps. The seed fixes
 //! the schedule (which fault, on which member, for how long) and the proxies' random
 //! choices; the processes' timing is the machine's own, so a replay is close, not exact.
@@ -95,6 +97,17 @@ const EVERY_FAULT: [Fault; 12] = [
     Fault::Membership,
     Fault::Transfer,
     Fault::KillEntrance,
+];
+
+/// The faults that a second pass injects again on a lossy network.
+const COMPOUND: [Fault; 7] = [
+    Fault::KillLeader,
+    Fault::KillMember,
+    Fault::PauseLeader,
+    Fault::PauseMember,
+    Fault::PartitionLeader,
+    Fault::IsolateMinority,
+    Fault::Bridge,
 ];
 
 /// The soak's draw: the leader's faults more often.
@@ -304,7 +317,16 @@ impl Chaos {
     }
 
     /// Injects one fault, holds it, heals it, and waits until the cluster is whole again.
-    fn inject(&mut self, fault: Fault) {
+    /// `under_loss`: on a network that loses, duplicates and reorders some datagrams
+    /// meanwhile (for the faults of processes and links only: the others are operators'
+    /// commands, which are not the point there).
+    fn inject(&mut self, fault: Fault, under_loss: bool) {
+        if under_loss && COMPOUND.contains(&fault) {
+            self.count("under_loss");
+            self.faults.set_loss(0.1);
+            self.faults.set_duplicate(0.1);
+            self.faults.set_reorder(0.2, Duration::from_millis(20));
+        }
         match fault {
             Fault::KillLeader | Fault::KillMember => {
                 let victim = if fault == Fault::KillLeader {
@@ -418,6 +440,7 @@ impl Chaos {
                 self.cluster.restart_entrance();
             }
         }
+        self.faults.heal();
         self.healthy(&format!("the cluster whole again after {fault:?}"));
     }
 }
@@ -436,12 +459,18 @@ fn scenario(size: usize) {
     let mut schedule = EVERY_FAULT.to_vec();
     schedule.shuffle(&mut chaos.rng);
     for fault in schedule {
-        chaos.inject(fault);
+        chaos.inject(fault, false);
+    }
+    let mut again = COMPOUND.to_vec();
+    again.shuffle(&mut chaos.rng);
+    for fault in again {
+        chaos.inject(fault, true);
     }
     let soak = soak();
     while started.elapsed() < soak {
         let fault = WEIGHTED[chaos.rng.random_range(0..WEIGHTED.len())];
-        chaos.inject(fault);
+        let under_loss = chaos.rng.random_bool(1.0 / 3.0);
+        chaos.inject(fault, under_loss);
     }
 
     // Healed: writes go on succeeding.
@@ -500,8 +529,8 @@ fn scenario(size: usize) {
     assert_eq!(report.json["linearizable"], json!(true));
     assert_eq!(
         chaos.injected.len(),
-        12,
-        "every kind injected: {:?}",
+        13,
+        "every kind injected, and some under loss: {:?}",
         chaos.injected
     );
 }
