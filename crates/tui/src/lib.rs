@@ -8,8 +8,8 @@
 //! - [`members`]: the member table both show, one column list and one cell format.
 //! - [`local`]: a whole cluster as child processes on this machine (`myraft local`,
 //!   `bench --local`, `myraft-tui --local`).
-//! - [`verify`]: the linearizability checker behind `myraft verify`, and the history
-//!   formats it reads.
+//! - [`verify`]: the linearizability checker behind `myraft verify`, the history formats
+//!   it reads, and the workload that records one from a live cluster (`verify::live`).
 
 pub mod chaos;
 pub mod cli;

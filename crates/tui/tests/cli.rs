@@ -379,3 +379,46 @@ async fn local_without_the_server_binaries_says_how_to_build_them() {
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("cargo build"), "{}", out.stderr);
 }
+
+/// `myraft verify` against a store that acknowledges every put and then never has the
+/// value: the history it records is not linearizable, it says so, exits 1 and keeps the
+/// history where the output says.
+#[tokio::test]
+async fn verify_catches_a_cluster_that_loses_acknowledged_writes() {
+    let entrance = fake_entrance(ClusterKey::lab_default()).await.to_string();
+    let out = myraft(
+        &entrance,
+        &["verify", "--duration", "1", "--clients", "2", "--keys", "2"],
+    )
+    .await;
+    assert_eq!(out.code, 1, "{}", out.json);
+    assert_eq!(out.json["linearizable"], json!(false), "{}", out.json);
+    assert_eq!(out.json["faults"], json!(0));
+    let message = out.json["message"].as_str().unwrap();
+    assert!(message.starts_with("not linearizable on key"), "{message}");
+    // With --json the output names the file (without, a line on stderr does).
+    let file = out.json["history_file"].as_str().unwrap().to_owned();
+    let again = myraft(&entrance, &["verify", "--history", &file]).await;
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(again.code, 1, "{}", again.json);
+    assert_eq!(again.json["ops"], out.json["ops"]);
+}
+
+#[tokio::test]
+async fn verify_refuses_a_workload_it_cannot_run() {
+    for args in [
+        ["--clients", "0"],
+        ["--keys", "0"],
+        ["--duration", "0"],
+        ["--duration", "-1"],
+    ] {
+        let out = myraft("127.0.0.1:9", &[&["verify"][..], &args[..]].concat()).await;
+        assert_eq!(out.code, 1, "{args:?}: {}", out.json);
+        assert_eq!(
+            out.json["error"],
+            json!("bad_request"),
+            "{args:?}: {}",
+            out.json
+        );
+    }
+}
