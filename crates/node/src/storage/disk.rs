@@ -399,6 +399,16 @@ fn replay(vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed, StorageError> {
                     return Err(bad("checkpoint in the middle of a segment".into()))
                 }
                 (_, Record::Entry(e)) => {
+                    // Terms never go back along a log (each leader's term is above the
+                    // last): a checksum that matches does not make such an entry one.
+                    let before = e.index.checked_sub(1).and_then(|i| log.term(i));
+                    if let Some(before) = before.filter(|&t| e.term < t) {
+                        return Err(bad(format!(
+                            "entry {} has term {}, below the term {before} of the entry \
+                             before it",
+                            e.index, e.term
+                        )));
+                    }
                     let applied = if prefix_deleted_through.is_some() {
                         log.append_below_base(&e)
                     } else {
@@ -449,6 +459,23 @@ fn replay(vfs: &dyn Vfs, wal_dir: &Path) -> Result<Replayed, StorageError> {
                 ),
             ));
         }
+    }
+    // The same rule over the whole log, for entries kept across a base whose term was
+    // unknown while they were replayed (a truncation below the oldest segment).
+    let mut last_term = log.base_term().unwrap_or(0);
+    for e in log.iter() {
+        if e.term < last_term {
+            let last = segments.last().map(|s| s.path.clone()).unwrap_or_default();
+            return Err(corrupt(
+                &last,
+                0,
+                format!(
+                    "entry {} has term {}, below the term {last_term} of the entry before it",
+                    e.index, e.term
+                ),
+            ));
+        }
+        last_term = e.term;
     }
     Ok(Replayed {
         log,

@@ -13,7 +13,7 @@
 mod cases;
 
 use arbitrary::{Arbitrary, Unstructured};
-use cases::{run, Case, Num, SnapSpec};
+use cases::{run, Case, HsSpec, Num, PayloadSpec, RecordSpec, SnapSpec};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 
@@ -59,5 +59,41 @@ fn a_snapshot_at_the_last_index_is_refused_not_a_panic() {
             last_index: Num::Max,
             last_term: Num::Small(0),
         }),
+    });
+}
+
+// Found by the fuzz target (a written log, damaged and its checksums fixed): recovery
+// returned a log whose terms went back, entry 2 of term 2 after entry 1 of term 5, which
+// no leader writes.
+#[test]
+fn a_log_whose_terms_go_back_is_refused() {
+    let hs = HsSpec {
+        term: Num::Small(5),
+        vote: None,
+        commit: Num::Small(0),
+    };
+    let zero = Num::Small(0);
+    run(Case::Records {
+        segments: vec![vec![
+            RecordSpec::Checkpoint {
+                base: zero,
+                base_term: zero,
+                last: zero,
+                last_term: zero,
+                hs,
+            },
+            RecordSpec::Entry {
+                term: Num::Small(5),
+                index: Num::Small(1),
+                payload: PayloadSpec::Noop,
+            },
+            RecordSpec::Entry {
+                term: Num::Small(2),
+                index: Num::Small(2),
+                payload: PayloadSpec::Noop,
+            },
+        ]],
+        first_seq: 0,
+        snapshot: None,
     });
 }
