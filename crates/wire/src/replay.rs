@@ -44,9 +44,11 @@ pub const WINDOW: u64 = (WORDS * 64) as u64;
 pub const SEQ_BITS: u32 = 22;
 /// A sender moves to a new epoch, at its clock, once its current one is this old. Short,
 /// so that a receiver that just started hears its peers within this time (plus their clock
-/// offset); long enough that ids move to a new epoch, where reordering across the jump
-/// can drop a datagram, only ten times a second.
-pub const ROLL_MS: u64 = 100;
+/// offset): a node's first join request is answered, not refused as minted before it
+/// started. The price is a jump of ids at every new epoch, across which a datagram the
+/// network reordered is dropped as too old; a LAN hardly reorders, and Raft and the client
+/// sessions recover a lost datagram.
+pub const ROLL_MS: u64 = 10;
 /// A datagram whose id's epoch is older than this by the receiver's clock is refused as
 /// stale. Covers the epoch's own age ([`ROLL_MS`]), a datagram's time in flight and the
 /// clocks' disagreement; far shorter than a client session (10 minutes by default).
@@ -303,12 +305,24 @@ impl ReplayFilter {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Freshness {
     started_ms: u64,
+    /// Ids minted before this are refused whatever the clock says: the start, then raised
+    /// by [`ReplayGuard::prune`] to what it judged stale when it forgot senders, so that a
+    /// clock set back afterwards cannot make a forgotten sender's old ids fresh again.
+    floor_ms: u64,
 }
 
 impl Freshness {
     /// The rules for a receiver that started when its clock read `started_ms`.
     pub fn new(started_ms: u64) -> Self {
-        Self { started_ms }
+        Self {
+            started_ms,
+            floor_ms: started_ms,
+        }
+    }
+
+    /// Refuses, from now on, every id minted before `ms`; never lowers the floor.
+    pub fn raise_floor(&mut self, ms: u64) {
+        self.floor_ms = self.floor_ms.max(ms);
     }
 
     /// When the receiver started, by its clock.
@@ -334,6 +348,13 @@ impl Freshness {
         // After the clock checks, so that those name a skewed clock whenever it is one.
         if epoch < self.started_ms {
             return Err(ReplayError::BeforeStart { msg_id });
+        }
+        if epoch < self.floor_ms {
+            // Judged stale before, by a clock that has since been set back.
+            return Err(ReplayError::Stale {
+                msg_id,
+                age_ms: now_ms.saturating_sub(epoch),
+            });
         }
         Ok(())
     }
@@ -364,11 +385,15 @@ impl ReplayGuard {
     /// Forgets the senders whose newest id is stale at `now_ms`: anything they could send
     /// again is refused as stale anyway, so their windows only cost memory (every client
     /// that ever sent one request has one).
+    ///
+    /// Everything minted before what is stale at `now_ms` stays refused afterwards, even if
+    /// the clock is set back: the windows that remembered such ids are gone.
     pub fn prune(&mut self, now_ms: u64) {
-        self.filter.windows.retain(|_, w| {
-            w.newest()
-                .is_some_and(|id| epoch_ms(id).saturating_add(MAX_AGE_MS) >= now_ms)
-        });
+        let stale_below = now_ms.saturating_sub(MAX_AGE_MS);
+        self.filter
+            .windows
+            .retain(|_, w| w.newest().is_some_and(|id| epoch_ms(id) >= stale_below));
+        self.freshness.raise_floor(stale_below);
     }
 
     /// Drops a sender's window, e.g. when a node is removed from the cluster.
@@ -576,6 +601,13 @@ mod tests {
                 .map_err(|e| e.reason()),
             Err("replayed")
         );
+        // Nor does a clock set back after the prune: the forgotten sender's id was judged
+        // stale, and stays so (found by the envelope fuzz target).
+        assert_eq!(
+            g.accept(1, first_id(T), T).map_err(|e| e.reason()),
+            Err("stale")
+        );
+        assert_eq!(g.accept(2, first_id(T + 20_001), T), Ok(()));
     }
 
     proptest! {
