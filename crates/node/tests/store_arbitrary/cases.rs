@@ -24,24 +24,9 @@ use myraft_wire::raft::{Entry, EntryPayload, Membership};
 use std::collections::BTreeSet;
 use std::path::Path;
 
-/// A number near where a small store is (revisions), or any at all.
-#[derive(Arbitrary, Debug, Clone, Copy)]
-pub enum Num {
-    Small(u8),
-    Any(u64),
-    Max,
-}
-
-impl Num {
-    /// Below `small_below` for [`Num::Small`].
-    pub fn get(self, small_below: u8) -> u64 {
-        match self {
-            Num::Small(n) => u64::from(n % small_below.max(1)),
-            Num::Any(n) => n,
-            Num::Max => u64::MAX,
-        }
-    }
-}
+#[path = "../../../wire/tests/common/num.rs"]
+mod num;
+pub use num::Num;
 
 const PATH: &str = "/node/state.redb";
 const SESSION_TIMEOUT_MS: u64 = 1_000;

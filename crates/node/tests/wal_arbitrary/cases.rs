@@ -19,24 +19,9 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// A number near where a small log is (terms, indexes), or any at all.
-#[derive(Arbitrary, Debug, Clone, Copy)]
-pub enum Num {
-    Small(u8),
-    Any(u64),
-    Max,
-}
-
-impl Num {
-    /// Below `small_below` for [`Num::Small`].
-    pub fn get(self, small_below: u8) -> u64 {
-        match self {
-            Num::Small(n) => u64::from(n % small_below.max(1)),
-            Num::Any(n) => n,
-            Num::Max => u64::MAX,
-        }
-    }
-}
+#[path = "../../../wire/tests/common/num.rs"]
+mod num;
+pub use num::Num;
 
 const DIR: &str = "/node";
 
