@@ -147,20 +147,26 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 /// What an operator should do about a failed file operation in a data dir, by its kind: a
 /// full or read-only file system and a permission problem each have their own remedy.
 pub fn io_advice(e: &io::Error) -> &'static str {
+    io_remedy(e).unwrap_or("check the disk and the data dir's permissions")
+}
+
+/// The remedy for a file system that is full, read-only or forbidden to this user; `None`
+/// for any other failure, whose advice depends on who reports it.
+pub fn io_remedy(e: &io::Error) -> Option<&'static str> {
     match e.kind() {
-        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Some(
             "the file system is full: free space on it (or move the data dir to a larger one), \
-             then start the process again; what was written before is kept"
-        }
-        io::ErrorKind::ReadOnlyFilesystem => {
+             then start the process again; what was written before is kept",
+        ),
+        io::ErrorKind::ReadOnlyFilesystem => Some(
             "the file system is read-only: remount it read-write or choose a data dir on a \
-             writable one"
-        }
-        io::ErrorKind::PermissionDenied => {
-            "this user may not write there: fix the data dir's owner or permissions, or \
-             choose another"
-        }
-        _ => "check the disk and the data dir's permissions",
+             writable one",
+        ),
+        io::ErrorKind::PermissionDenied => Some(
+            "this user may not write there: fix the data dir's owner or permissions, or choose \
+             another",
+        ),
+        _ => None,
     }
 }
 

@@ -113,23 +113,16 @@ impl Default for StoreConfig {
 /// What to do about a failed state store operation: for a failed file operation what
 /// [`myraft_wire::util::io_advice`] says; otherwise the store may be damaged.
 fn db_advice(e: &redb::Error) -> &'static str {
-    use std::io::ErrorKind::*;
-    match e {
-        // redb reports a damaged file as an I/O error too ("Not a redb database"), so only
-        // the kinds that name the file system's state get the file system's remedy.
-        redb::Error::Io(io)
-            if matches!(
-                io.kind(),
-                StorageFull | QuotaExceeded | ReadOnlyFilesystem | PermissionDenied
-            ) =>
-        {
-            myraft_wire::util::io_advice(io)
-        }
-        _ => {
-            "check the disk, or remove the data dir and let the node rejoin and catch up from \
-             its peers"
-        }
-    }
+    // redb reports a damaged file as an I/O error too ("Not a redb database"), so only the
+    // kinds that name the file system's state get the file system's remedy.
+    let remedy = match e {
+        redb::Error::Io(io) => myraft_wire::util::io_remedy(io),
+        _ => None,
+    };
+    remedy.unwrap_or(
+        "check the disk, or remove the data dir and let the node rejoin and catch up from its \
+         peers",
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
