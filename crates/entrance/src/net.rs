@@ -18,7 +18,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -31,13 +31,6 @@ pub struct Inbound {
     pub envelope: Envelope,
     pub src: SocketAddr,
 }
-
-/// How often the replay windows of senders whose ids all went stale are dropped; without
-/// this the filter would grow by one window per `myraft` command ever run. Dropping them
-/// reopens nothing: anything such a sender could send again is refused as stale.
-const REPLAY_PRUNE_EVERY: Duration = Duration::from_secs(10);
-/// At most one warning about a sender's clock in this time: a skewed peer sends many.
-const CLOCK_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Net {
     socket: UdpSocket,
@@ -202,8 +195,6 @@ impl Net {
         // rather than silently cut to size by the socket.
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         let mut replay = ReplayGuard::new(self.started_ms);
-        let mut last_prune = Instant::now();
-        let mut last_clock_warning: Option<Instant> = None;
         loop {
             let (len, src) = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -228,20 +219,13 @@ impl Net {
             };
             let now_ms = unix_ms();
             if let Err(e) = replay.accept(envelope.from, envelope.msg_id, now_ms) {
-                if e.is_clock()
-                    && last_clock_warning.is_none_or(|at| at.elapsed() >= CLOCK_WARNING_EVERY)
-                {
-                    last_clock_warning = Some(Instant::now());
+                if replay.warn_of_clock(&e, now_ms) {
                     warn!(%src, sender = envelope.from, "dropped datagram: {e}");
                 } else {
                     debug!(%src, "dropped datagram: {e}");
                 }
                 self.count_drop(e.reason());
                 continue;
-            }
-            if last_prune.elapsed() >= REPLAY_PRUNE_EVERY {
-                last_prune = Instant::now();
-                replay.prune(now_ms);
             }
             if let Body::ClientReply(reply) = &envelope.body {
                 if reply.client_id == self.id {

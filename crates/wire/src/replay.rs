@@ -365,7 +365,16 @@ impl Freshness {
 pub struct ReplayGuard {
     freshness: Freshness,
     filter: ReplayFilter,
+    /// When [`ReplayGuard::prune`] last ran, and when a refusal last called for a warning
+    /// about a clock ([`ReplayGuard::warn_of_clock`]), by the receiver's clock.
+    last_prune_ms: u64,
+    last_clock_warning_ms: Option<u64>,
 }
+
+/// How often [`ReplayGuard::accept`] forgets the senders whose ids all went stale.
+pub const PRUNE_EVERY_MS: u64 = 10_000;
+/// At most one warning about a sender's clock in this time: a skewed peer sends many.
+pub const CLOCK_WARNING_EVERY_MS: u64 = 60_000;
 
 impl ReplayGuard {
     /// The guard of a receiver that started when its clock read `started_ms`.
@@ -373,13 +382,35 @@ impl ReplayGuard {
         Self {
             freshness: Freshness::new(started_ms),
             filter: ReplayFilter::new(),
+            last_prune_ms: started_ms,
+            last_clock_warning_ms: None,
         }
     }
 
-    /// Accepts `msg_id` from `from` once, if it is fresh at `now_ms`.
+    /// Accepts `msg_id` from `from` once, if it is fresh at `now_ms`; forgets stale
+    /// senders every [`PRUNE_EVERY_MS`] on the way.
     pub fn accept(&mut self, from: SenderId, msg_id: u64, now_ms: u64) -> Result<(), ReplayError> {
         self.freshness.check(msg_id, now_ms)?;
-        self.filter.accept(from, msg_id)
+        self.filter.accept(from, msg_id)?;
+        if now_ms.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
+            self.last_prune_ms = now_ms;
+            self.prune(now_ms);
+        }
+        Ok(())
+    }
+
+    /// Whether a refusal `e` at `now_ms` should be logged as a warning: it may be a skewed
+    /// clock, which the operator must hear of, and none was warned of in the last
+    /// [`CLOCK_WARNING_EVERY_MS`]. Other refusals are for the debug log.
+    pub fn warn_of_clock(&mut self, e: &ReplayError, now_ms: u64) -> bool {
+        let due = self
+            .last_clock_warning_ms
+            .is_none_or(|at| now_ms.saturating_sub(at) >= CLOCK_WARNING_EVERY_MS);
+        if e.is_clock() && due {
+            self.last_clock_warning_ms = Some(now_ms);
+            return true;
+        }
+        false
     }
 
     /// Forgets the senders whose newest id is stale at `now_ms`: anything they could send
@@ -608,6 +639,25 @@ mod tests {
             Err("stale")
         );
         assert_eq!(g.accept(2, first_id(T + 20_001), T), Ok(()));
+    }
+
+    #[test]
+    fn a_guard_prunes_on_its_own_and_warns_of_clocks_once_a_minute() {
+        let mut g = ReplayGuard::new(T);
+        g.accept(1, first_id(T), T).unwrap();
+        let later = T + MAX_AGE_MS + PRUNE_EVERY_MS;
+        g.accept(2, first_id(later), later).unwrap();
+        assert_eq!(g.senders(), 1, "sender 1 was pruned by an accept");
+
+        let stale = g.accept(3, first_id(T), later).unwrap_err();
+        assert!(g.warn_of_clock(&stale, later));
+        assert!(
+            !g.warn_of_clock(&stale, later + 1),
+            "again within the minute"
+        );
+        assert!(g.warn_of_clock(&stale, later + CLOCK_WARNING_EVERY_MS));
+        let replayed = g.accept(2, first_id(later), later).unwrap_err();
+        assert!(!g.warn_of_clock(&replayed, later + 2 * CLOCK_WARNING_EVERY_MS));
     }
 
     proptest! {

@@ -107,10 +107,6 @@ pub struct Transport {
     replay: ReplayGuard,
     /// The wall clock in µs, which message ids are minted from and checked against.
     clock_us: fn() -> u64,
-    /// When the replay windows were last pruned, and when the last clock warning was
-    /// logged, by `clock_us` in ms.
-    last_prune_ms: u64,
-    last_clock_warning_ms: Option<u64>,
     /// Dropped datagrams by reason: bad input is counted, never fatal.
     pub dropped: BTreeMap<&'static str, u64>,
     buf: Vec<u8>,
@@ -121,11 +117,6 @@ pub struct Transport {
 const _: () = assert!(
     crate::state_machine::DEFAULT_SESSION_TIMEOUT_MS > 10 * myraft_wire::replay::MAX_AGE_MS
 );
-
-/// How often senders whose ids all went stale are forgotten.
-const PRUNE_EVERY_MS: u64 = 10_000;
-/// At most one warning about a peer's clock in this time: a skewed peer sends many.
-const CLOCK_WARNING_EVERY_MS: u64 = 60_000;
 
 impl Transport {
     /// A transport for the node whose data dir `cfg` names; message ids are reserved there
@@ -166,8 +157,6 @@ impl Transport {
             // the restart, a `StopNode` above all, must not act again.
             replay: ReplayGuard::new(started_ms),
             clock_us,
-            last_prune_ms: started_ms,
-            last_clock_warning_ms: None,
             dropped: BTreeMap::new(),
             buf: vec![0u8; MAX_DATAGRAM + 1],
         }
@@ -254,22 +243,13 @@ impl Transport {
         };
         let now_ms = self.now_ms();
         if let Err(e) = self.replay.accept(env.from, env.msg_id, now_ms) {
-            if e.is_clock()
-                && self
-                    .last_clock_warning_ms
-                    .is_none_or(|at| now_ms.saturating_sub(at) >= CLOCK_WARNING_EVERY_MS)
-            {
-                self.last_clock_warning_ms = Some(now_ms);
+            if self.replay.warn_of_clock(&e, now_ms) {
                 tracing::warn!(%from, sender = env.from, "dropped datagram: {e}");
             } else {
                 tracing::debug!(%from, sender = env.from, "dropped datagram: {e}");
             }
             self.drop_for(e.reason());
             return None;
-        }
-        if now_ms.saturating_sub(self.last_prune_ms) >= PRUNE_EVERY_MS {
-            self.last_prune_ms = now_ms;
-            self.replay.prune(now_ms);
         }
         Some(env)
     }
