@@ -301,9 +301,20 @@ impl Node {
     fn on_datagram(&mut self, sender: u64, body: Body, from: SocketAddr) {
         match body {
             Body::Raft(m) => {
-                if m.from == sender {
-                    self.seen.entry(sender).or_insert(from);
+                // A server speaks for itself only: the envelope's sender is authenticated,
+                // the message's `from` is not.
+                if m.from != sender {
+                    self.transport.count_drop("raft_sender_mismatch");
+                    return;
                 }
+                // A snapshot travels as the store, streamed in chunks; the core hears of it
+                // once the store is in (`on_applied`), never from the wire. One taken from
+                // the wire would move the log past what the store holds.
+                if let RaftBody::InstallSnapshot(_) = &m.body {
+                    self.transport.count_drop("raft_snapshot_from_wire");
+                    return;
+                }
+                self.seen.entry(sender).or_insert(from);
                 self.raft.step(m);
             }
             Body::SnapshotChunk(c) => {

@@ -166,6 +166,11 @@ impl Transport {
         self.dropped.values().sum()
     }
 
+    /// Counts a datagram dropped above the transport, by what the node found wrong in it.
+    pub fn count_drop(&mut self, reason: &'static str) {
+        self.drop_for(reason);
+    }
+
     fn drop_for(&mut self, reason: &'static str) {
         *self.dropped.entry(reason).or_default() += 1;
     }
